@@ -1,0 +1,253 @@
+"""Typed study configuration: ``params/*.yaml`` validated once, with ``--set key=value`` overrides.
+
+Every error names the offending key (``train.lr``) and the file it came from.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from .errors import ConfigError
+from .labels import CANONICAL_LABELS
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str = "data"  # a data root holding one or more sources in their native layouts
+    cache_dir: str = ".cache/cxr-study"  # decoded, resized images keyed by content hash
+    resize: int = 256  # images are resized to resize x resize (the paper: 256)
+    max_per_class: Optional[int] = None  # cap per task class, drawn deterministically (CPU profiles)
+    near_duplicate_bits: int = 6  # perceptual hashes this close (Hamming, of 256 bits) are one group
+    workers: int = 2  # processes used to scan/decode images
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    n_folds: int = 5
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "resnet50"
+    weights: str = "imagenet"  # imagenet | none | path to a local state dict
+    freeze: str = "none"  # none | backbone | name of the last frozen layer (e.g. layer3)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    image_size: int = 224  # crop size fed to the network
+    random_crop: bool = True
+    hflip: bool = True
+    rotation: float = 0.0  # degrees of random rotation (augmentation strength)
+    brightness: float = 0.0  # random brightness/contrast jitter
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = 1e-5
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    scheduler: Literal["none", "cosine", "step", "plateau"] = "none"
+    batch_size: int = 8
+    epochs: int = 50
+    patience: int = 5  # early stopping on validation loss; the best weights are restored
+    sampler: Literal["weighted", "none"] = "weighted"
+    feature_cache: bool = True  # frozen backbone: compute features once, train the head on them
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    num_workers: int = 0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    bootstrap: int = 1000
+    ci_level: float = 0.95
+    external: Optional[str] = None  # a data root in any supported layout
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class CamConfig:
+    method: Literal["gradcam", "gradcam++", "hirescam", "layercam", "eigencam", "scorecam"] = "gradcam"
+    n_examples: int = 16
+    border: float = 0.12  # width of the outer band (fraction of width/height) where markers sit
+    road_samples: int = 16
+    batch_size: int = 8
+
+
+def _default_tasks() -> dict[str, dict[str, list[str]]]:
+    return {
+        "multiclass": {"normal": ["normal"], "viral_pneumonia": ["viral_pneumonia"], "covid19": ["covid19"]},
+        "binary": {"other": ["normal", "viral_pneumonia"], "covid19": ["covid19"]},
+    }
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str = "study"
+    #: task -> ordered {class name: [canonical labels]}; labels outside a task are dropped.
+    tasks: dict[str, dict[str, list[str]]] = field(default_factory=_default_tasks)
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    cam: CamConfig = field(default_factory=CamConfig)
+
+    def task_classes(self, task: str) -> list[str]:
+        """Ordered class names of ``task``."""
+        if task not in self.tasks:
+            raise ConfigError(f"tasks: unknown task {task!r} (known: {sorted(self.tasks)})")
+        return list(self.tasks[task])
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
+    """Load a params YAML (or the defaults when ``path`` is None), apply ``key=value`` overrides, validate."""
+    raw: dict[str, Any] = {}
+    where = "defaults"
+    if path is not None:
+        where = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot read params file ({exc.strerror})") from exc
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{where}: not valid YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: top level must be a mapping of sections")
+    raw = apply_overrides(raw, overrides)
+    return config_from_dict(raw, where=where)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with each ``dotted.key=value`` set (value parsed as YAML)."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. train.epochs=3")
+        key, _, text = item.partition("=")
+        key = key.strip()
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {key}: value {text!r} is not valid YAML") from exc
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key}: {part} is not a section")
+        node[parts[-1]] = value
+    return raw
+
+
+def config_from_dict(raw: dict[str, Any], where: str = "params") -> StudyConfig:
+    """Validate a nested mapping into a StudyConfig; errors name ``where`` and the dotted key."""
+    cfg = _build(StudyConfig, raw, prefix="", where=where)
+    _check_values(cfg, where)
+    return cfg
+
+
+def _build(cls, raw: Any, prefix: str, where: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'top level'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - fields)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {prefix}{unknown[0]} (known in this section: {sorted(fields)})")
+    kwargs = {}
+    for name, value in raw.items():
+        kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}", where)
+    return cls(**kwargs)
+
+
+def _coerce(tp, value: Any, key: str, where: str):
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value if value is not None else {}, f"{key}.", where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, key, where)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {key} = {value!r} is not one of {list(args)}")
+        return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: {key} must be a mapping, got {value!r}")
+        return {str(k): _coerce(args[1], v, f"{key}.{k}", where) for k, v in value.items()}
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: {key} must be a list, got {value!r}")
+        return [_coerce(args[0], v, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {key} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: {key} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if value is None or isinstance(value, (dict, list)):
+            raise ConfigError(f"{where}: {key} must be a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{where}: {key}: unsupported type {tp}")  # pragma: no cover - a bug in the schema
+
+
+def _check_values(cfg: StudyConfig, where: str) -> None:
+    def need(cond: bool, key: str, what: str) -> None:
+        if not cond:
+            raise ConfigError(f"{where}: {key} {what}")
+
+    if not cfg.tasks:
+        raise ConfigError(f"{where}: tasks must define at least one task")
+    for task, classes in cfg.tasks.items():
+        need(len(classes) >= 2, f"tasks.{task}", "needs at least two classes")
+        seen: set[str] = set()
+        for cls, labels in classes.items():
+            need(bool(labels), f"tasks.{task}.{cls}", "must list at least one canonical label")
+            for lab in labels:
+                need(lab in CANONICAL_LABELS, f"tasks.{task}.{cls}", f"has unknown label {lab!r} (known: {list(CANONICAL_LABELS)})")
+                need(lab not in seen, f"tasks.{task}.{cls}", f"repeats label {lab!r} already used by another class")
+                seen.add(lab)
+    d, s, t, e, c = cfg.data, cfg.split, cfg.train, cfg.evaluate, cfg.cam
+    need(d.resize >= 16, "data.resize", f"must be >= 16, got {d.resize}")
+    need(d.max_per_class is None or d.max_per_class >= 1, "data.max_per_class", "must be >= 1 or null")
+    need(0 <= d.near_duplicate_bits <= 64, "data.near_duplicate_bits", "must be in 0..64")
+    need(d.workers >= 1, "data.workers", "must be >= 1")
+    need(s.n_folds >= 3, "split.n_folds", f"must be >= 3 (test, validation and training folds), got {s.n_folds}")
+    need(cfg.model.freeze, "model.freeze", "must be none, backbone or a layer name")
+    need(16 <= t.image_size <= d.resize, "train.image_size", f"must be between 16 and data.resize ({d.resize}), got {t.image_size}")
+    need(t.lr > 0, "train.lr", "must be > 0")
+    need(0 <= t.momentum < 1, "train.momentum", "must be in [0, 1)")
+    need(t.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+    need(t.batch_size >= 1, "train.batch_size", "must be >= 1")
+    need(t.epochs >= 1, "train.epochs", "must be >= 1")
+    need(t.patience >= 1, "train.patience", "must be >= 1")
+    need(t.rotation >= 0 and t.brightness >= 0, "train.rotation/brightness", "must be >= 0")
+    need(t.num_workers >= 0, "train.num_workers", "must be >= 0")
+    need(e.bootstrap >= 0, "evaluate.bootstrap", "must be >= 0")
+    need(0 < e.ci_level < 1, "evaluate.ci_level", "must be in (0, 1)")
+    need(0 < c.border < 0.5, "cam.border", "must be in (0, 0.5)")
+    need(c.n_examples >= 1 and c.road_samples >= 0 and c.batch_size >= 1, "cam", "counts must be positive")
