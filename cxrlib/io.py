@@ -53,9 +53,7 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "item"):  # numpy scalars
-        return obj.item()
-    if hasattr(obj, "tolist"):
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars
         return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)

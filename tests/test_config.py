@@ -1,0 +1,77 @@
+import pytest
+
+from cxrlib.config import StudyConfig, load_config
+from cxrlib.errors import ConfigError
+
+
+def write(tmp_path, text):
+    p = tmp_path / "p.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_are_the_original_tasks():
+    cfg = load_config(None)
+    assert cfg.task_classes("multiclass") == ["normal", "viral_pneumonia", "covid19"]
+    assert cfg.tasks["binary"] == {"other": ["normal", "viral_pneumonia"], "covid19": ["covid19"]}
+    assert isinstance(cfg, StudyConfig)
+
+
+def test_yaml_and_overrides_are_typed(tmp_path):
+    p = write(tmp_path, "train:\n  lr: 0.001\n  epochs: 3\nmodel:\n  arch: resnet18\n")
+    cfg = load_config(p, ["train.batch_size=4", "data.max_per_class=10", "evaluate.external=null"])
+    assert cfg.train.lr == 0.001 and cfg.train.epochs == 3 and cfg.train.batch_size == 4
+    assert cfg.model.arch == "resnet18" and cfg.data.max_per_class == 10 and cfg.evaluate.external is None
+    assert cfg.train.momentum == 0.9  # untouched default
+
+
+def test_int_accepted_where_float_expected(tmp_path):
+    assert load_config(write(tmp_path, "train:\n  lr: 1\n")).train.lr == 1.0
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("train:\n  lrr: 0.1\n", "train.lrr"),
+        ("bogus: 1\n", "bogus"),
+        ("train:\n  epochs: three\n", "train.epochs"),
+        ("train:\n  optimizer: rmsprop\n", "train.optimizer"),
+        ("train:\n  hflip: 1\n", "train.hflip"),
+        ("train:\n  lr: -1\n", "train.lr"),
+        ("split:\n  n_folds: 2\n", "split.n_folds"),
+        ("tasks:\n  t:\n    a: [normal]\n    b: [flu]\n", "tasks.t.b"),
+        ("tasks:\n  t:\n    a: [normal]\n", "tasks.t"),
+        ("train:\n  image_size: 300\n", "train.image_size"),
+        ("data: 5\n", "data"),
+    ],
+)
+def test_bad_values_name_the_key_and_file(tmp_path, text, key):
+    p = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    assert key in str(err.value) and str(p) in str(err.value)
+
+
+def test_bad_override_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, ["train.lr"])
+    with pytest.raises(ConfigError, match="train.nope"):
+        load_config(None, ["train.nope=1"])
+    with pytest.raises(ConfigError, match="missing.yaml"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "train: [\n"))
+
+
+def test_unknown_task_names_known_ones():
+    with pytest.raises(ConfigError, match="multiclass"):
+        load_config(None).task_classes("nope")
+
+
+def test_every_shipped_params_file_validates():
+    from pathlib import Path
+
+    files = sorted((Path(__file__).resolve().parents[1] / "params").glob("*.yaml"))
+    assert files, "params/*.yaml missing"
+    for f in files:
+        load_config(f)
