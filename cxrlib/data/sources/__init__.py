@@ -1,0 +1,153 @@
+"""Data source readers, one per native layout, and :func:`discover` to find them all under a data root.
+
+Every reader turns one folder into a sample table (:func:`cxrlib.data.table.new_table`). ``discover`` walks
+the root (down to ``max_depth`` folder levels) and lets the readers claim folders:
+
+1. native readers (Kaggle radiography database, Cohen-style metadata, Kermany) are tried first, in
+   ``READERS`` order; a claimed folder is read by that reader and not searched further;
+2. generic readers (manifest CSV, one folder per canonical label) are tried only on folders that neither
+   hold nor lie under a natively claimed folder, the highest such folder first. A CSV beside native
+   sources (like ``dev_manifest.csv`` at the shared data root) is therefore never read as a manifest.
+
+Folders listed in ``exclude`` are skipped entirely.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import pandas as pd
+
+from ...errors import DataError
+from ..table import SOURCE_COLUMNS, check_table, new_table
+from . import cohen, generic, kaggle_radiography, kermany
+from .generic import subdirs
+
+__all__ = ["Reader", "READERS", "MAX_DEPTH", "find_sources", "discover", "summarize"]
+
+#: How many folder levels below the root are searched for sources.
+MAX_DEPTH = 4
+
+
+@dataclass(frozen=True)
+class Reader:
+    """A layout: ``detect(folder)`` says whether the folder is one, ``read(folder)`` returns its table."""
+
+    name: str
+    detect: Callable[[Path], bool]
+    read: Callable[[Path], pd.DataFrame]
+    generic: bool = False
+
+
+#: Readers in the order they are tried on each folder.
+READERS: list[Reader] = [
+    Reader("covid19_radiography_database", kaggle_radiography.detect, kaggle_radiography.read),
+    Reader("cohen", cohen.detect, cohen.read),
+    Reader("kermany", kermany.detect, kermany.read),
+    Reader("manifest", generic.detect_manifest, generic.read_manifests, generic=True),
+    Reader("class_folders", generic.detect_class_folders, generic.read_class_folders, generic=True),
+]
+
+
+def _check_root(root: str | os.PathLike) -> Path:
+    path = Path(root).expanduser()
+    if not path.exists():
+        raise DataError(f"{path}: data root does not exist")
+    if not path.is_dir():
+        raise DataError(f"{path}: data root is not a folder")
+    path = path.resolve()
+    if not any(os.scandir(path)):
+        raise DataError(f"{path}: data root is empty")
+    return path
+
+
+def find_sources(
+    root: str | os.PathLike, exclude: Iterable[str | os.PathLike] = (), max_depth: int = MAX_DEPTH
+) -> list[tuple[Reader, Path]]:
+    """The (reader, folder) pairs ``discover`` would read, in folder order; see the module docstring."""
+    root = _check_root(root)
+    skip = {(root / Path(p).expanduser()).resolve() for p in exclude}
+    native = [r for r in READERS if not r.generic]
+    generic_readers = [r for r in READERS if r.generic]
+
+    def scan(folder: Path, depth: int) -> tuple[list[tuple[Reader, Path]], bool]:
+        # Returns the claims in this subtree and whether any of them is native.
+        for reader in native:
+            if reader.detect(folder):
+                return [(reader, folder)], True
+        claims: list[tuple[Reader, Path]] = []
+        has_native = False
+        if depth < max_depth:
+            for _, sub in sorted(subdirs(folder).items()):
+                if sub.resolve() in skip:
+                    continue
+                sub_claims, sub_native = scan(sub, depth + 1)
+                claims += sub_claims
+                has_native |= sub_native
+        if not has_native:
+            for reader in generic_readers:
+                if reader.detect(folder):
+                    return [(reader, folder)], False
+        return claims, has_native
+
+    claims, _ = scan(root, 0)
+    return claims
+
+
+def discover(
+    root: str | os.PathLike, exclude: Iterable[str | os.PathLike] = (), max_depth: int = MAX_DEPTH
+) -> pd.DataFrame:
+    """Read every source under ``root`` into one table sorted by path.
+
+    ``attrs["sources"]`` lists, per source folder, the reader, source names, image count, and the rows it
+    ``skipped`` (missing image files) or ``dropped`` (filters), where the reader reports them. Raises
+    DataError naming the folder when the root is missing or empty, no source is recognised, no image is
+    found, or one image is listed by two sources.
+    """
+    claims = find_sources(root, exclude=exclude, max_depth=max_depth)
+    root = Path(root).expanduser().resolve()
+    if not claims:
+        raise DataError(
+            f"{root}: no recognisable data source within {max_depth} folder levels "
+            f"(looked for: {', '.join(r.name for r in READERS)})"
+        )
+    tables, report = [], []
+    for reader, folder in claims:
+        table = reader.read(folder)
+        report.append(
+            {
+                "reader": reader.name,
+                "folder": str(folder),
+                "sources": sorted(set(table["source"])),
+                "images": len(table),
+                "skipped": table.attrs.get("skipped", 0),
+                "dropped": dict(table.attrs.get("dropped", {})),
+            }
+        )
+        table = table.copy()
+        table.attrs = {}
+        tables.append(table)
+    frame = pd.concat(tables, ignore_index=True) if tables else new_table([])
+    if frame.empty:
+        raise DataError(f"{root}: sources found ({', '.join(r['folder'] for r in report)}) but no images in them")
+    dup = frame["path"].duplicated(keep=False)
+    if dup.any():
+        first = frame.loc[dup, "path"].iloc[0]
+        owners = sorted(set(frame.loc[frame["path"] == first, "source"]))
+        raise DataError(f"{first}: image listed by more than one source folder ({owners}); exclude one of them")
+    frame = frame[list(SOURCE_COLUMNS)].sort_values("path", kind="stable").reset_index(drop=True)
+    check_table(frame, where=str(root))
+    frame.attrs["sources"] = report
+    return frame
+
+
+def summarize(table: pd.DataFrame) -> pd.DataFrame:
+    """Images per source (rows) and label (columns), with patient counts and totals."""
+    counts = pd.crosstab(table["source"], table["label"], margins=True, margins_name="total")
+    patients = table[table["patient_id"] != ""].groupby("source")["patient_id"].nunique()
+    counts["patients"] = patients.reindex(counts.index).fillna(0).astype(int)
+    counts.loc["total", "patients"] = int(patients.sum())
+    return counts
