@@ -23,7 +23,7 @@ from .labels import CANONICAL_LABELS
 @dataclass(frozen=True)
 class DataConfig:
     root: str = "data"  # a data root holding one or more sources in their native layouts
-    cache_dir: str = ".cache/cxr-study"  # decoded, resized images keyed by content hash
+    cache_dir: str = "~/.cache/cxr-study"  # decoded, resized images keyed by content hash (shared by runs)
     resize: int = 256  # images are resized to resize x resize (the paper: 256)
     max_per_class: Optional[int] = None  # cap per task class, drawn deterministically (CPU profiles)
     near_duplicate_bits: int = 6  # perceptual hashes this close (Hamming, of 256 bits) are one group

@@ -83,7 +83,7 @@ class ImageCache:
     """Decoded, resized images on disk: ``<cache_dir>/<size>/<sha[:2]>/<sha>.npy``."""
 
     def __init__(self, cache_dir: str | os.PathLike, size: int):
-        self.root = Path(cache_dir) / str(size)
+        self.root = Path(cache_dir).expanduser() / str(size)
         self.size = size
 
     def path_for(self, sha256: str) -> Path:

@@ -1,0 +1,121 @@
+"""Tables and figures of the data exploration notebook: the source audit, patients, sizes, samples, folds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from . import io
+from .data.images import load_images
+
+
+def class_source_counts(table: pd.DataFrame, column: str = "label") -> pd.DataFrame:
+    """Images per class x source with totals: the source audit (a class from one source only is a shortcut risk)."""
+    return pd.crosstab(table[column], table["source"], margins=True, margins_name="total")
+
+
+def images_per_patient(table: pd.DataFrame) -> pd.DataFrame:
+    """Per source: images, patients known, images without a patient id, and images per patient (mean, max)."""
+    rows = []
+    for source, part in table.groupby("source", sort=True):
+        known = part[part["patient_id"] != ""]
+        per = known.groupby("patient_id").size()
+        rows.append({
+            "source": source,
+            "images": len(part),
+            "patients": int(per.size),
+            "images_without_patient": int(len(part) - len(known)),
+            "images_per_patient_mean": round(float(per.mean()), 2) if per.size else float("nan"),
+            "images_per_patient_max": int(per.max()) if per.size else 0,
+        })
+    return pd.DataFrame(rows).set_index("source")
+
+
+def size_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Most common original image sizes per source (mixed geometry must be resized in the loader)."""
+    sizes = table.assign(size=table["width"].astype(str) + "x" + table["height"].astype(str))
+    counts = sizes.groupby(["source", "size"]).size().rename("images").reset_index()
+    return counts.sort_values(["source", "images"], ascending=[True, False]).groupby("source").head(5).reset_index(drop=True)
+
+
+def size_figure(table: pd.DataFrame) -> plt.Figure:
+    """Scatter of original width x height per source."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for source, part in table.groupby("source", sort=True):
+        ax.scatter(part["width"], part["height"], s=6, alpha=0.4, label=source)
+    ax.set_xlabel("width (px)")
+    ax.set_ylabel("height (px)")
+    ax.set_title("Original image sizes")
+    ax.legend(fontsize=8, markerscale=3)
+    fig.tight_layout()
+    return fig
+
+
+def _sample(table: pd.DataFrame, by: list[str], n: int, seed: int) -> pd.DataFrame:
+    return table.groupby(by, sort=True, group_keys=False).apply(
+        lambda g: g.sample(n=min(n, len(g)), random_state=seed), include_groups=True
+    )
+
+
+def sample_grid(table: pd.DataFrame, cache_dir: str, size: int, per_class: int = 6, seed: int = 0,
+                column: str = "label") -> plt.Figure:
+    """A row of randomly drawn images per class, titled by source."""
+    picked = _sample(table, [column], per_class, seed)
+    classes = sorted(picked[column].unique())
+    fig, axes = plt.subplots(len(classes), per_class, figsize=(1.8 * per_class, 1.9 * len(classes)), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for r, cls in enumerate(classes):
+        part = picked[picked[column] == cls]
+        imgs = load_images(part["path"].tolist(), part["sha256"].tolist(), size, cache_dir)
+        for c, (img, source) in enumerate(zip(imgs, part["source"])):
+            axes[r, c].imshow(img, cmap="gray", vmin=0, vmax=255)
+            axes[r, c].set_title(source[:18], fontsize=7)
+        axes[r, 0].text(-0.08, 0.5, cls, transform=axes[r, 0].transAxes, rotation=90, ha="right", va="center", fontsize=9)
+    fig.suptitle("Random samples per class")
+    fig.tight_layout()
+    return fig
+
+
+def intensity_histograms(table: pd.DataFrame, cache_dir: str, size: int, per_group: int = 150, seed: int = 0,
+                         column: str = "label") -> plt.Figure:
+    """Mean intensity histogram per class and source: a source whose exposure differs is easy to recognise."""
+    picked = _sample(table, [column, "source"], per_group, seed)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    bins = np.arange(0, 257, 4)
+    for (cls, source), part in picked.groupby([column, "source"], sort=True):
+        imgs = load_images(part["path"].tolist(), part["sha256"].tolist(), size, cache_dir)
+        hist = np.mean([np.histogram(im, bins=bins, density=True)[0] for im in imgs], axis=0)
+        ax.plot(bins[:-1] + 2, hist, label=f"{cls} / {source} (n={len(part)})")
+    ax.set_xlabel("pixel intensity")
+    ax.set_ylabel("density")
+    ax.set_title("Intensity histograms per class and source")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def fold_composition(splits: pd.DataFrame) -> pd.DataFrame:
+    """Images per fold x task class, each class's share (%) and its deviation from the whole (pp)."""
+    counts = pd.crosstab(splits["fold"], splits["target"])
+    share = counts.div(counts.sum(axis=1), axis=0) * 100
+    overall = splits["target"].value_counts(normalize=True) * 100
+    deviation = (share - overall[share.columns]).abs()
+    out = counts.copy()
+    for cls in counts.columns:
+        out[f"{cls} %"] = share[cls].round(1)
+    out["images"] = counts.sum(axis=1)
+    out["groups"] = splits.groupby("fold")["group"].nunique()
+    out["max deviation (pp)"] = deviation.max(axis=1).round(2)
+    return out
+
+
+def save_figure(fig: plt.Figure, path: str | os.PathLike) -> Path:
+    """Save a figure as PNG atomically."""
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    return Path(path)
