@@ -1,0 +1,182 @@
+"""The study's job table: a deterministic, stage-ordered list of jobs with their outputs and dependencies.
+
+Stages keep SLURM array ranges contiguous: 0 prepare (exploration, splits), 1 train folds,
+2 evaluate + Grad-CAM, 3 summary. A job is complete when all its ``outputs`` exist.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence, Union
+
+from ..config import StudyConfig
+from ..errors import ConfigError
+
+#: A python step: a callable or a "module:function" reference, called as ``step(job, ctx)``.
+Step = Union[str, Callable[..., Any]]
+
+STAGES = ("prepare", "train", "evaluate", "summary")
+
+NB_EXPLORE = "01_data_exploration.ipynb"
+NB_TRAIN = "02_train_fold.ipynb"
+NB_EVALUATE = "03_evaluate.ipynb"
+NB_GRADCAM = "04_gradcam_gallery.ipynb"
+NB_SUMMARY = "05_summary.ipynb"
+
+SPLITS_STEP = "cxrlib.runner.steps:make_splits"
+FOLD_METRICS_STEP = "cxrlib.runner.steps:fold_metrics"
+INDEX_STEP = "cxrlib.runner.steps:write_index"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work. Paths in ``outputs`` and ``rendered`` are relative to the run folder."""
+
+    id: str
+    kind: str
+    stage: int
+    outputs: tuple[str, ...]
+    depends: tuple[str, ...] = ()
+    notebook: str | None = None  # source notebook file name, looked up in the notebooks folder
+    rendered: str | None = None  # where the executed notebook goes
+    parameters: dict[str, Any] = field(default_factory=dict)
+    steps: tuple[Step, ...] = ()  # python steps, run after the notebook succeeded (or alone)
+    task: str | None = None
+    fold: int | None = None
+    soft: bool = False  # runs once its dependencies have finished, whatever their outcome
+
+    @property
+    def slug(self) -> str:
+        """A file-name-safe form of the id (for log files)."""
+        return self.id.replace(":", "-").replace("/", "-")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What one invocation works on: the config, where the run lives and how notebooks get their params."""
+
+    cfg: StudyConfig
+    run_dir: Path
+    params_file: str | None
+    overrides: tuple[str, ...]
+    tasks: tuple[str, ...]
+
+    @property
+    def folds(self) -> tuple[int, ...]:
+        return tuple(range(self.cfg.split.n_folds))
+
+
+def build_jobs(spec: RunSpec) -> list[Job]:
+    """Return the full job table of a run, in a fixed order (the order ``--job-index`` refers to)."""
+    for task in spec.tasks:
+        spec.cfg.task_classes(task)  # raises ConfigError for an unknown task
+    if not spec.tasks:
+        raise ConfigError("no task selected (params: tasks)")
+    run_dir = str(Path(spec.run_dir).resolve())
+    common = {"params_file": spec.params_file, "overrides": list(spec.overrides)}
+    jobs: list[Job] = [
+        Job(
+            id="explore", kind="explore", stage=0, notebook=NB_EXPLORE, rendered=NB_EXPLORE,
+            outputs=(NB_EXPLORE,),
+            parameters={
+                "data_root": str(spec.cfg.data.root), "task": spec.tasks[0],
+                "image_size": spec.cfg.train.image_size, "seed": spec.cfg.split.seed,
+                "output_dir": run_dir, **common,
+            },
+        )
+    ]
+    for task in spec.tasks:
+        jobs.append(Job(
+            id=f"splits:{task}", kind="splits", stage=0, task=task, steps=(SPLITS_STEP,),
+            outputs=(f"{task}/splits.csv", f"{task}/quality.csv"),
+        ))
+    for task in spec.tasks:
+        for k in spec.folds:
+            d = f"{task}/fold{k}"
+            jobs.append(Job(
+                id=f"train:{task}/fold{k}", kind="train", stage=1, task=task, fold=k,
+                depends=(f"splits:{task}",), notebook=NB_TRAIN, rendered=f"{d}/{NB_TRAIN}",
+                parameters={"run_dir": run_dir, "task": task, "fold": k, **common},
+                steps=(FOLD_METRICS_STEP,),
+                # train.json is written last by training, metrics.json by the step after the notebook
+                outputs=tuple(f"{d}/{name}" for name in (
+                    "model.pt", "history.csv", "predictions.csv", "train.json", NB_TRAIN, "metrics.json")),
+            ))
+    for task in spec.tasks:
+        folds = tuple(f"train:{task}/fold{k}" for k in spec.folds)
+        jobs.append(Job(
+            id=f"evaluate:{task}", kind="evaluate", stage=2, task=task, depends=folds,
+            notebook=NB_EVALUATE, rendered=f"{task}/{NB_EVALUATE}",
+            parameters={"run_dir": run_dir, "task": task, **common},
+            outputs=(f"{task}/summary.json", f"{task}/{NB_EVALUATE}"),
+        ))
+        jobs.append(Job(
+            id=f"gradcam:{task}", kind="gradcam", stage=2, task=task, depends=folds,
+            notebook=NB_GRADCAM, rendered=f"{task}/{NB_GRADCAM}",
+            parameters={
+                "run_dir": run_dir, "task": task, "fold": "all", "n_examples": spec.cfg.cam.n_examples,
+                "method": spec.cfg.cam.method, "layers": None, **common,
+            },
+            outputs=(f"{task}/cam_stats.csv", f"{task}/{NB_GRADCAM}"),
+        ))
+    finals = ("explore",) + tuple(f"{kind}:{task}" for task in spec.tasks for kind in ("evaluate", "gradcam"))
+    jobs.append(Job(
+        id="summary", kind="summary", stage=3, depends=finals, soft=True, notebook=NB_SUMMARY,
+        rendered=NB_SUMMARY, parameters={"run_dir": run_dir}, steps=(INDEX_STEP,),
+        outputs=(NB_SUMMARY, "index.html"),
+    ))
+    check_table(jobs)
+    return jobs
+
+
+def check_table(jobs: Sequence[Job]) -> None:
+    """Raise ValueError on duplicate ids, unknown dependencies or a dependency listed after its dependant."""
+    seen: set[str] = set()
+    for job in jobs:
+        if job.id in seen:
+            raise ValueError(f"job table: duplicate job id {job.id!r}")
+        for dep in job.depends:
+            if dep not in seen:
+                raise ValueError(f"job table: {job.id} depends on {dep!r}, which is not listed before it")
+        seen.add(job.id)
+
+
+def stage_ranges(jobs: Sequence[Job]) -> list[tuple[str, int, int]]:
+    """(stage name, first index, last index) for each stage present, e.g. for ``sbatch --array`` ranges."""
+    out: list[tuple[str, int, int]] = []
+    for i, job in enumerate(jobs):
+        name = STAGES[job.stage]
+        if out and out[-1][0] == name:
+            out[-1] = (name, out[-1][1], i)
+        else:
+            out.append((name, i, i))
+    return out
+
+
+def output_paths(job: Job, run_dir: str | os.PathLike) -> list[Path]:
+    return [Path(run_dir) / rel for rel in job.outputs]
+
+
+def is_complete(job: Job, run_dir: str | os.PathLike) -> bool:
+    """True when every declared output of ``job`` exists."""
+    return all(p.exists() for p in output_paths(job, run_dir))
+
+
+def missing_outputs(job: Job, run_dir: str | os.PathLike) -> list[Path]:
+    return [p for p in output_paths(job, run_dir) if not p.exists()]
+
+
+def is_stale(job: Job, by_id: dict[str, Job], run_dir: str | os.PathLike) -> bool:
+    """True when an output of ``job`` is older than an existing output of one of its dependencies (make-style)."""
+    mine = [p.stat().st_mtime_ns for p in output_paths(job, run_dir) if p.exists()]
+    if not mine:
+        return False
+    theirs = [
+        p.stat().st_mtime_ns
+        for dep in job.depends
+        for p in output_paths(by_id[dep], run_dir)
+        if p.exists()
+    ]
+    return bool(theirs) and max(theirs) > min(mine)

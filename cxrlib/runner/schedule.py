@@ -1,0 +1,211 @@
+"""Running a job table: dependency order, resume (skip complete, up-to-date jobs), failure isolation,
+a local pool of worker processes, progress bar and run.json updates."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Sequence
+
+from .execute import JobContext, Worker, clean_temps, collect, export_html, html_path, job_env, remove_outputs, spawn_job
+from .jobs import Job, is_complete, is_stale, missing_outputs
+from .state import RunRecord, now
+
+#: Outcome statuses of one invocation ("uptodate": complete outputs found, nothing run).
+DONE, UPTODATE, FAILED, SKIPPED = "done", "uptodate", "failed", "skipped"
+
+
+@dataclass
+class Outcome:
+    status: str
+    note: str = ""
+    seconds: float | None = None
+
+
+@dataclass
+class RunResult:
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    interrupted: str | None = None  # the signal's name when the run was stopped
+
+    @property
+    def ok(self) -> bool:
+        return self.interrupted is None and all(o.status in (DONE, UPTODATE) for o in self.outcomes.values())
+
+
+class Terminated(Exception):
+    """The runner got SIGTERM."""
+
+
+def count_gpus() -> list[str]:
+    """Visible GPU ids (honours CUDA_VISIBLE_DEVICES), counted by torch in a child process."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g for g in visible.split(",") if g.strip()]
+    try:
+        out = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.device_count())"],
+                             capture_output=True, text=True, timeout=120)
+        n = int(out.stdout.strip() or 0)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        n = 0
+    return [str(i) for i in range(n)]
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def log_path(job: Job, run_dir: Path) -> Path:
+    return Path(run_dir) / "logs" / f"{job.slug}.log"
+
+
+def run_jobs(jobs: Sequence[Job], ctx: JobContext, selected: Sequence[int] | None = None, *, parallel: int = 1,
+             force: bool = False, record: RunRecord | None = None, progress: bool = True,
+             gpus: Sequence[str] | None = None) -> RunResult:
+    """Run the ``selected`` jobs (indices into ``jobs``; all by default) in dependency order.
+
+    A job whose outputs all exist and are newer than its dependencies' outputs is left alone (unless
+    ``force``). A failed job makes its hard dependants ``skipped``; independent jobs go on. Dependencies
+    outside the selection must already be complete, or the dependant is skipped.
+    """
+    from tqdm import tqdm
+
+    run_dir = Path(ctx.run_dir)
+    by_id = {job.id: job for job in jobs}
+    index = {job.id: i for i, job in enumerate(jobs)}
+    order = [jobs[i] for i in sorted(set(range(len(jobs)) if selected is None else selected))]
+    chosen = {job.id for job in order}
+    parallel = max(1, parallel)
+    if gpus is None:
+        gpus = count_gpus() if parallel > 1 else []
+    ncores = cores()
+    result = RunResult()
+    ran: set[str] = set()
+    pending = list(order)
+    running: dict[str, Worker] = {}
+    free = list(range(parallel))
+    tqdm.monitor_interval = 0  # no monitor thread: workers are forked from this process
+    bar = tqdm(total=len(order), unit="job", desc=run_dir.name, disable=not progress, file=sys.stderr,
+               dynamic_ncols=True)
+
+    def say(text: str) -> None:
+        if progress:
+            bar.write(text, file=sys.stderr)
+
+    def note(job: Job, **fields) -> None:
+        if record is not None:
+            record.set_job(job.id, **fields)
+
+    def finish(job: Job, outcome: Outcome) -> None:
+        result.outcomes[job.id] = outcome
+        bar.update(1)
+
+    def blocker(job: Job) -> str | None:
+        """'wait' while a dependency is unfinished, a reason when the job cannot run, None when ready."""
+        for dep in job.depends:
+            if dep in chosen:
+                if dep not in result.outcomes:
+                    return "wait"
+                if result.outcomes[dep].status in (FAILED, SKIPPED) and not job.soft:
+                    return f"dependency {dep} {result.outcomes[dep].status}"
+            elif not job.soft and not is_complete(by_id[dep], run_dir):
+                missing = missing_outputs(by_id[dep], run_dir)[0]
+                return f"dependency {dep} not selected and incomplete ({missing} missing)"
+        return None
+
+    def start(job: Job, slot: int) -> None:
+        log = log_path(job, run_dir)
+        log.unlink(missing_ok=True)
+        note(job, status="running", start=now(), end=None, seconds=None, error=None,
+             log=str(log.relative_to(run_dir)), pid=os.getpid())
+        say(f"[{index[job.id]}] {job.id}: started (log {log})")
+        running[job.id] = spawn_job(job, ctx, job_env(slot, parallel, gpus, ncores), log, slot)
+
+    def reap(worker: Worker, interrupted: str | None = None) -> None:
+        status, error = collect(worker)
+        if interrupted and status == FAILED:
+            error = f"interrupted by {interrupted} ({error})"
+        job = worker.job
+        seconds = round(time.monotonic() - worker.started, 2)
+        free.append(worker.slot)
+        del running[job.id]
+        rendered = None
+        if job.rendered:
+            out = run_dir / job.rendered
+            kept = out if status == DONE else out.with_name(out.stem + ".failed.ipynb")
+            rendered = str(kept.relative_to(run_dir)) if kept.exists() else None
+        note(job, status=status, end=now(), seconds=seconds, error=error or None, notebook=rendered)
+        if status == DONE:
+            ran.add(job.id)
+        say(f"[{index[job.id]}] {job.id}: {status} in {seconds:.1f} s" + (f": {error}" if error else ""))
+        finish(job, Outcome(status, error, seconds))
+
+    def step_pending() -> None:
+        for job in list(pending):
+            reason = blocker(job)
+            if reason == "wait":
+                continue
+            if reason is not None:
+                pending.remove(job)
+                note(job, status=SKIPPED, error=reason, end=now())
+                say(f"[{index[job.id]}] {job.id}: skipped ({reason})")
+                finish(job, Outcome(SKIPPED, reason))
+                continue
+            complete = is_complete(job, run_dir)
+            stale = complete and (any(dep in ran for dep in job.depends) or is_stale(job, by_id, run_dir))
+            if complete and not stale and not force:
+                pending.remove(job)
+                if ctx.html and job.rendered and not html_path(run_dir / job.rendered).exists():
+                    export_html(run_dir / job.rendered)
+                if record is not None:
+                    entry = (record.read() or {}).get("jobs", {}).get(job.id, {})
+                    if entry.get("status") != DONE:
+                        note(job, status=DONE, error=None, note="outputs found complete")
+                finish(job, Outcome(UPTODATE, "outputs complete"))
+                continue
+            if not free:
+                continue
+            pending.remove(job)
+            if force or stale:
+                remove_outputs(job, run_dir)
+            clean_temps(job, run_dir)
+            start(job, free.pop(0))
+
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum, frame):
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        while pending or running:
+            step_pending()
+            if running:
+                ready = wait([w.process.sentinel for w in running.values()])
+                for worker in [w for w in list(running.values()) if w.process.sentinel in ready]:
+                    reap(worker)
+            elif pending:
+                raise RuntimeError(f"job table deadlock: {[j.id for j in pending]} cannot start")
+    except (KeyboardInterrupt, Terminated) as exc:
+        result.interrupted = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for worker in running.values():
+            worker.process.terminate()
+        deadline = time.monotonic() + 20
+        for worker in list(running.values()):
+            worker.process.join(max(0.1, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                worker.process.kill()
+            reap(worker, interrupted=result.interrupted)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        bar.close()
+    return result

@@ -1,0 +1,45 @@
+"""The python steps of the job table (run in the job's worker process, called as ``step(job, ctx)``)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .. import io
+from ..errors import ArtifactError
+from .jobs import Job
+
+
+def make_splits(job: Job, ctx) -> None:
+    """Build the task's folds from the data root and write ``<task>/splits.csv`` and ``<task>/quality.csv``."""
+    from ..data.splits import build_splits, write_splits
+
+    cfg = ctx.config()
+    result = build_splits(cfg, job.task, progress=False)
+    task_dir = ctx.run_dir / job.task
+    # quality first: splits.csv is what training reads, so it appears last
+    io.write_csv(task_dir / "quality.csv", result.quality)
+    write_splits(task_dir / "splits.csv", result.splits)
+
+
+def fold_metrics(job: Job, ctx) -> None:
+    """Score the fold's test predictions (``cxrlib.evaluate.fold_metrics``) into ``fold<k>/metrics.json``."""
+    from ..evaluate import fold_metrics as score
+
+    fold_dir = ctx.run_dir / job.task / f"fold{job.fold}"
+    path = fold_dir / "predictions.csv"
+    if not path.exists():
+        raise ArtifactError(f"{path}: missing; the training notebook finished without writing predictions")
+    frame = pd.read_csv(path)
+    if "split" not in frame.columns:
+        raise ArtifactError(f"{path}: no 'split' column (expected val|test rows)")
+    test = frame[frame["split"] == "test"].reset_index(drop=True)
+    if test.empty:
+        raise ArtifactError(f"{path}: no test rows")
+    io.write_json(fold_dir / "metrics.json", score(test, ctx.config().task_classes(job.task)))
+
+
+def write_index(job: Job, ctx) -> None:
+    """Write the run's summary page ``index.html``."""
+    from ..report import write_index as write
+
+    write(ctx.run_dir, exclude=(job.id,))
