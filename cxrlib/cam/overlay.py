@@ -6,8 +6,7 @@ import numpy as np
 import torch
 from matplotlib import colormaps
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ..transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
 def denormalise_gray(images: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
