@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -159,8 +160,8 @@ def _run(paths: list[str], cache_dir: str, size: int, workers: int, progress: bo
             return
         step = max(8, min(256, len(paths) // (workers * 8)))
         batches = [(paths[i : i + step], cache_dir, size) for i in range(0, len(paths), step)]
-        # spawn, not fork: the parent may be a notebook kernel holding torch threads and locks.
-        ctx = multiprocessing.get_context("spawn")
+        # fork on Linux: spawn would re-run an unguarded calling script; workers only touch PIL and numpy.
+        ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             for rows in pool.map(_scan_many, batches):
                 yield from rows
