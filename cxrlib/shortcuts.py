@@ -59,7 +59,7 @@ def mask_in_input_frame(mask_gray: np.ndarray, resize: int, image_size: int) -> 
     The same steps as the images: square resize to ``resize``, then the evaluation centre crop.
     """
     small = resize_square(np.asarray(mask_gray, dtype=np.uint8), resize)
-    crop = TF.center_crop(torch.from_numpy(small)[None], [image_size, image_size])[0]
+    crop = TF.center_crop(torch.from_numpy(small.copy())[None], [image_size, image_size])[0]
     return crop.numpy() > 127
 
 
