@@ -1,0 +1,225 @@
+"""External validation: the five fold models on a data root the study never trained on.
+
+Images are found with ``cxrlib.data.sources.discover`` (any supported layout), scanned, mapped to the task's
+classes, and every image whose content hash is in the run's ``<task>/splits.csv`` is excluded (and counted).
+Each fold model predicts every image; the ensemble is the mean probability of the fold models. Metrics (with
+the same Wilson / bootstrap intervals as cross-validation) are reported for the ensemble and for each model,
+over all images and per source.
+
+Writes ``<run>/<task>/external/predictions.csv`` (``path,true,predicted,prob_<class>...,source,patient_id,
+sha256`` for the ensemble, plus ``fold<k>_prob_<class>`` per model) and ``external/external.json``;
+``cxrlib.evaluate.summarize`` folds the latter into ``summary.json`` under ``external``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import io
+from .data.images import load_images
+from .data.scan import scan_table
+from .data.sources import discover
+from .data.splits import task_table
+from .errors import ArtifactError, DataError
+from .evaluate import json_safe, pooled_metrics
+from .inference import predict_probs
+from .models import load_checkpoint
+
+CHUNK = 256  # images decoded and predicted at a time
+ROW_METRICS = ("accuracy", "macro.f1", "macro.auc", "ece")
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` -> cuda when available, else mps, else cpu; any other name is returned as is."""
+    import torch
+
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def training_hashes(run_dir: str | os.PathLike, task: str) -> set[str]:
+    """Content hashes of every image in the run's splits (the images the fold models saw or were tested on)."""
+    path = Path(run_dir) / task / "splits.csv"
+    if not path.is_file():
+        raise ArtifactError(f"{path}: splits file is missing; it is needed to exclude training images")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "sha256" not in table.columns:
+        raise ArtifactError(f"{path}: no sha256 column; cannot exclude training images")
+    return set(table["sha256"]) - {""}
+
+
+def external_images(root: str | os.PathLike, cfg, task: str, progress: bool = False) -> tuple[pd.DataFrame, dict]:
+    """The task's images under ``root`` with ``target`` and ``sha256`` (not yet de-duplicated) and counts.
+
+    Task classes absent from the external data are allowed (an external set often has one class only); a
+    root with no image of any task class raises DataError naming it.
+    """
+    classes = cfg.tasks[task]
+    table = discover(root)
+    scanned, quality = scan_table(table, cfg.data.cache_dir, cfg.data.resize, workers=cfg.data.workers,
+                                  progress=progress)
+    labels = set(scanned["label"])
+    present = {cls: labs for cls, labs in classes.items() if labels & set(labs)}
+    if not present:
+        raise DataError(f"{root}: no image has a label of task {task!r} {dict(classes)}; labels found: "
+                        f"{sorted(labels)}")
+    frame, dropped = task_table(scanned, present, where=str(root))
+    counts = {"discovered": len(table), "unreadable": len(quality), "outside_task": dropped,
+              "absent_classes": [c for c in classes if c not in present]}
+    return frame, counts
+
+
+def _fold_models(run_dir, task, n_folds) -> list[Path]:
+    paths = [Path(run_dir) / task / f"fold{k}" / "model.pt" for k in range(n_folds)]
+    missing = [f"fold{k}/model.pt" for k, p in enumerate(paths) if not p.is_file()]
+    if missing:
+        raise ArtifactError(f"{Path(run_dir) / task}: {len(missing)} of {n_folds} fold models missing: "
+                            f"{', '.join(missing)} (train these folds before external validation)")
+    return paths
+
+
+def predict_external(
+    frame: pd.DataFrame, model_paths: list[Path], classes: list[str], cfg, device: str, progress: bool = False
+) -> pd.DataFrame:
+    """Predictions of each fold model (``fold<k>_prob_<class>``) and of the ensemble (``prob_<class>``)."""
+    out = pd.DataFrame({
+        "path": frame["path"].astype(str).to_numpy(), "true": frame["target"].astype(str).to_numpy(),
+        "source": frame["source"].astype(str).to_numpy(), "patient_id": frame["patient_id"].astype(str).to_numpy(),
+        "sha256": frame["sha256"].astype(str).to_numpy(),
+    })
+    per_model = []
+    for k, path in enumerate(model_paths):
+        model, meta = load_checkpoint(path, device)
+        if list(meta["classes"]) != list(classes):
+            raise ArtifactError(f"{path}: model classes {meta['classes']} differ from the task's {classes}")
+        probs = []
+        for start in range(0, len(out), CHUNK):
+            rows = out.iloc[start:start + CHUNK]
+            images = load_images(rows["path"].tolist(), rows["sha256"].tolist(), size=int(meta["resize"]),
+                                 cache_dir=cfg.data.cache_dir, progress=progress)
+            probs.append(predict_probs(model, images, int(meta["image_size"]), cfg.train.batch_size, device))
+        del model
+        p = np.concatenate(probs)
+        per_model.append(p)
+        for i, c in enumerate(classes):
+            out[f"fold{k}_prob_{c}"] = p[:, i]
+    mean = np.mean(per_model, axis=0)
+    out["predicted"] = [classes[i] for i in mean.argmax(axis=1)]
+    for i, c in enumerate(classes):
+        out[f"prob_{c}"] = mean[:, i]
+    return out
+
+
+def model_frame(predictions: pd.DataFrame, classes: list[str], fold: int | None) -> pd.DataFrame:
+    """The predictions of one fold model (or the ensemble when ``fold`` is None) with plain ``prob_<class>``."""
+    frame = predictions[["path", "true", "source", "patient_id", "sha256"]].copy()
+    if fold is None:
+        probs = predictions[[f"prob_{c}" for c in classes]].to_numpy()
+    else:
+        probs = predictions[[f"fold{fold}_prob_{c}" for c in classes]].to_numpy()
+    for i, c in enumerate(classes):
+        frame[f"prob_{c}"] = probs[:, i]
+    frame["predicted"] = [classes[i] for i in probs.argmax(axis=1)]
+    return frame
+
+
+def _report(frame: pd.DataFrame, classes: list[str], ev) -> dict[str, Any]:
+    report = {"all": pooled_metrics(frame, classes, ev.ci_level, ev.bootstrap, ev.seed), "by_source": {}}
+    for source, rows in frame.groupby("source", sort=True):
+        report["by_source"][str(source)] = pooled_metrics(rows, classes, ev.ci_level, ev.bootstrap, ev.seed)
+    return report
+
+
+def external_validate(
+    run_dir: str | os.PathLike, task: str, cfg, root: str | os.PathLike | None = None,
+    device: str | None = None, progress: bool = False,
+) -> dict[str, Any]:
+    """Run the fold models of ``task`` on the external root (default ``cfg.evaluate.external``).
+
+    Writes ``<run>/<task>/external/predictions.csv`` and ``external.json`` and returns the report:
+    ``{"data_root", "classes", "counts": {discovered, unreadable, outside_task, absent_classes,
+    excluded_in_training, evaluated}, "sources", "ensemble": {"all", "by_source"}, "models": {"fold<k>": ...}}``
+    where each leaf is a :func:`cxrlib.evaluate.pooled_metrics` dict.
+    """
+    root = root if root is not None else cfg.evaluate.external
+    if root is None:
+        raise DataError("evaluate.external is not set: give a data root for external validation")
+    classes = cfg.task_classes(task)
+    model_paths = _fold_models(run_dir, task, cfg.split.n_folds)
+    seen = training_hashes(run_dir, task)
+    frame, counts = external_images(root, cfg, task, progress)
+    in_training = frame["sha256"].isin(seen)
+    counts["excluded_in_training"] = int(in_training.sum())
+    frame = frame[~in_training].reset_index(drop=True)
+    counts["evaluated"] = len(frame)
+    if frame.empty:
+        raise DataError(f"{root}: all {counts['excluded_in_training']} task images are also in the training data "
+                        f"({Path(run_dir) / task / 'splits.csv'}); nothing left to validate on")
+    device = resolve_device(device or cfg.train.device)
+    predictions = predict_external(frame, model_paths, classes, cfg, device, progress)
+    out_dir = Path(run_dir) / task / "external"
+    io.write_csv(out_dir / "predictions.csv", predictions)
+    ev = cfg.evaluate
+    report = {
+        "data_root": str(root),
+        "classes": classes,
+        "counts": counts,
+        "sources": sorted(predictions["source"].unique().tolist()),
+        "ensemble": _report(model_frame(predictions, classes, None), classes, ev),
+        "models": {f"fold{k}": _report(model_frame(predictions, classes, k), classes, ev)
+                   for k in range(len(model_paths))},
+    }
+    report = json_safe(report)
+    io.write_json(out_dir / "external.json", report)
+    return report
+
+
+def _lookup(metrics: dict, key: str):
+    node: Any = metrics
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _cell(entry) -> str:
+    if not isinstance(entry, dict) or entry.get("value") is None:
+        return "–"
+    lo, hi = entry.get("low"), entry.get("high")
+    if lo is None or hi is None or (isinstance(lo, float) and math.isnan(lo)):
+        return f"{entry['value']:.3f}"
+    return f"{entry['value']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def external_table(report: dict, summary: dict | None = None) -> pd.DataFrame:
+    """Side by side: cross-validation (pooled, from ``summary``), external ensemble overall and per source,
+    and each fold model overall; one row per metric, cells ``value [low, high]``."""
+    classes = report["classes"]
+    keys = list(ROW_METRICS)
+    if "covid19" in classes:
+        keys += ["covid19.sensitivity", "covid19.specificity"]
+    keys += [f"per_class.{c}.recall" for c in classes]
+    columns: dict[str, dict] = {}
+    if summary is not None:
+        columns["cross-validation"] = summary["pooled"]
+    columns["external ensemble"] = report["ensemble"]["all"]
+    for source, metrics in report["ensemble"]["by_source"].items():
+        columns[f"ensemble: {source}"] = metrics
+    for name, model in report["models"].items():
+        columns[name] = model["all"]
+    table = pd.DataFrame({name: [_cell(_lookup(m, k)) for k in keys] for name, m in columns.items()}, index=keys)
+    table.loc["n images"] = [str(m.get("n", "")) for m in columns.values()]
+    table.index.name = "metric"
+    return table

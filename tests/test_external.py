@@ -1,0 +1,126 @@
+import json
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from cxrlib import evaluate as ev
+from cxrlib.config import load_config
+from cxrlib.data.images import file_sha256
+from cxrlib.errors import ArtifactError, DataError
+from cxrlib.external import external_table, external_validate, model_frame, training_hashes
+from cxrlib.models import build_model, save_checkpoint
+from fake_run import MULTICLASS, make_fake_run
+from synthetic import xray_like
+
+LABELS = ["normal", "viral_pneumonia", "covid19"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """An external manifest root (2 sources, one image also in training, one label outside the task) and a run
+    with five tiny resnet18 fold models."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    base = tmp_path_factory.mktemp("external")
+    ext = base / "ext"
+    ext.mkdir()
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(18):
+        label = LABELS[i % 3]
+        name = f"img{i:02d}.png"
+        Image.fromarray(xray_like(rng, 40, brightness=20 * (i % 3))).save(ext / name)
+        rows.append({"path": name, "label": label, "source": "site_a" if i < 10 else "site_b",
+                     "patient_id": f"q{i // 2}"})
+    Image.fromarray(xray_like(rng, 40)).save(ext / "bact.png")
+    rows.append({"path": "bact.png", "label": "bacterial_pneumonia", "source": "site_a", "patient_id": "q99"})
+    pd.DataFrame(rows).to_csv(ext / "manifest.csv", index=False)
+
+    run = make_fake_run(base / "run")
+    splits = pd.read_csv(run / "multiclass" / "splits.csv", dtype=str, keep_default_na=False)
+    leaked = {**splits.iloc[0].to_dict(), "path": "/elsewhere/copy.png", "sha256": file_sha256(ext / "img03.png")}
+    pd.concat([splits, pd.DataFrame([leaked])]).to_csv(run / "multiclass" / "splits.csv", index=False)
+    model = build_model("resnet18", 3, weights="none")
+    for k in range(5):
+        with torch.no_grad():
+            model.fc.bias.copy_(torch.tensor([0.3 * k, -0.2 * k, 0.1]))
+        meta = {"arch": "resnet18", "classes": MULTICLASS, "resize": 32, "image_size": 32, "epoch": 1, "params": {}}
+        save_checkpoint(run / "multiclass" / f"fold{k}" / "model.pt", model, meta)
+    cfg = load_config(None, [f"data.cache_dir={base / 'cache'}", "data.resize=32", "train.image_size=32",
+                             "evaluate.bootstrap=40", "train.device=cpu", "data.workers=1", "train.batch_size=8",
+                             f"evaluate.external={ext}"])
+    report = external_validate(run, "multiclass", cfg)
+    yield run, ext, cfg, report
+    torch.set_num_threads(threads)
+
+
+def test_counts_and_training_images_excluded(setup):
+    run, ext, cfg, report = setup
+    counts = report["counts"]
+    assert counts["discovered"] == 19
+    assert counts["outside_task"] == {"bacterial_pneumonia": 1}
+    assert counts["excluded_in_training"] == 1
+    assert counts["evaluated"] == 17
+    preds = pd.read_csv(run / "multiclass" / "external" / "predictions.csv")
+    assert len(preds) == 17
+    assert not preds["path"].str.endswith("img03.png").any()
+    assert file_sha256(ext / "img03.png") in training_hashes(run, "multiclass")
+    assert report["sources"] == ["site_a", "site_b"]
+
+
+def test_ensemble_is_mean_of_fold_models(setup):
+    run, _, _, report = setup
+    preds = pd.read_csv(run / "multiclass" / "external" / "predictions.csv")
+    for c in MULTICLASS:
+        folds = preds[[f"fold{k}_prob_{c}" for k in range(5)]].to_numpy()
+        assert np.allclose(preds[f"prob_{c}"], folds.mean(axis=1))
+    probs = preds[[f"prob_{c}" for c in MULTICLASS]].to_numpy()
+    assert np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    assert (preds["predicted"] == np.array(MULTICLASS)[probs.argmax(axis=1)]).all()
+    # different fold models really differ, and each model's metrics come from its own probabilities
+    assert not np.allclose(preds["fold0_prob_normal"], preds["fold4_prob_normal"])
+    for k in (0, 4):
+        own = ev.fold_metrics(model_frame(preds, MULTICLASS, k), MULTICLASS)
+        assert report["models"][f"fold{k}"]["all"]["accuracy"]["value"] == pytest.approx(own["accuracy"])
+
+
+def test_report_intervals_per_source_and_files(setup):
+    run, _, _, report = setup
+    ens = report["ensemble"]
+    assert ens["all"]["n"] == 17
+    assert ens["by_source"]["site_a"]["n"] + ens["by_source"]["site_b"]["n"] == 17
+    assert ens["all"]["accuracy"]["method"] == "wilson"
+    assert ens["all"]["bootstrap"]["unit"] == "patient"
+    assert "covid19" in ens["all"] and "sensitivity" in ens["all"]["covid19"]
+    stored = json.loads((run / "multiclass" / "external" / "external.json").read_text())
+    assert stored == report
+
+
+def test_summary_and_side_by_side_table(setup):
+    run, _, cfg, report = setup
+    summary = ev.summarize(run, "multiclass", cfg)
+    assert summary["external"] == report
+    table = external_table(report, summary)
+    assert list(table.columns[:4]) == ["cross-validation", "external ensemble", "ensemble: site_a", "ensemble: site_b"]
+    assert [c for c in table.columns if c.startswith("fold")] == [f"fold{k}" for k in range(5)]
+    assert table.loc["n images", "cross-validation"] == "120"
+    assert table.loc["n images", "external ensemble"] == "17"
+    acc = report["ensemble"]["all"]["accuracy"]
+    assert table.loc["accuracy", "external ensemble"] == f"{acc['value']:.3f} [{acc['low']:.3f}, {acc['high']:.3f}]"
+
+
+def test_missing_model_and_root_errors(setup, tmp_path):
+    run, ext, cfg, _ = setup
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, copy_function=os.link)
+    (copy / "multiclass" / "fold2" / "model.pt").unlink()
+    with pytest.raises(ArtifactError, match="fold2/model.pt"):
+        external_validate(copy, "multiclass", cfg)
+    plain = load_config(None, [f"data.cache_dir={tmp_path / 'cache'}"])
+    with pytest.raises(DataError, match="evaluate.external is not set"):
+        external_validate(run, "multiclass", plain)
