@@ -202,6 +202,8 @@ def _worker(job: Job, ctx: JobContext, env: dict[str, str], log_path: Path, conn
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
+        sys.stdout = open(1, "w", buffering=1, closefd=False)  # (pytest may have replaced the streams)
+        sys.stderr = open(2, "w", buffering=1, closefd=False)
         logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True,
                             format="%(asctime)s %(name)s %(levelname)s: %(message)s")
         os.environ.update(env)

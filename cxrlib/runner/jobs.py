@@ -46,6 +46,9 @@ class Job:
     task: str | None = None
     fold: int | None = None
     soft: bool = False  # runs once its dependencies have finished, whatever their outcome
+    #: outputs that dependants are compared against for staleness (default: all); e.g. train.json, not the
+    #: fold's metrics.json, which the evaluation rewrites
+    markers: tuple[str, ...] = ()
 
     @property
     def slug(self) -> str:
@@ -79,18 +82,18 @@ def build_jobs(spec: RunSpec) -> list[Job]:
     jobs: list[Job] = [
         Job(
             id="explore", kind="explore", stage=0, notebook=NB_EXPLORE, rendered=NB_EXPLORE,
-            outputs=(NB_EXPLORE,),
+            outputs=(NB_EXPLORE,), markers=(NB_EXPLORE,),
             parameters={
-                "data_root": str(spec.cfg.data.root), "task": spec.tasks[0],
-                "image_size": spec.cfg.train.image_size, "seed": spec.cfg.split.seed,
-                "output_dir": run_dir, **common,
+                "data_root": str(Path(spec.cfg.data.root).resolve()), "task": spec.tasks[0],
+                "image_size": spec.cfg.data.resize, "seed": spec.cfg.split.seed,
+                "output_dir": f"{run_dir}/exploration", **common,
             },
         )
     ]
     for task in spec.tasks:
         jobs.append(Job(
             id=f"splits:{task}", kind="splits", stage=0, task=task, steps=(SPLITS_STEP,),
-            outputs=(f"{task}/splits.csv", f"{task}/quality.csv"),
+            outputs=(f"{task}/splits.csv", f"{task}/quality.csv"), markers=(f"{task}/splits.csv",),
         ))
     for task in spec.tasks:
         for k in spec.folds:
@@ -103,6 +106,7 @@ def build_jobs(spec: RunSpec) -> list[Job]:
                 # train.json is written last by training, metrics.json by the step after the notebook
                 outputs=tuple(f"{d}/{name}" for name in (
                     "model.pt", "history.csv", "predictions.csv", "train.json", NB_TRAIN, "metrics.json")),
+                markers=(f"{d}/train.json",),
             ))
     for task in spec.tasks:
         folds = tuple(f"train:{task}/fold{k}" for k in spec.folds)
@@ -110,7 +114,7 @@ def build_jobs(spec: RunSpec) -> list[Job]:
             id=f"evaluate:{task}", kind="evaluate", stage=2, task=task, depends=folds,
             notebook=NB_EVALUATE, rendered=f"{task}/{NB_EVALUATE}",
             parameters={"run_dir": run_dir, "task": task, **common},
-            outputs=(f"{task}/summary.json", f"{task}/{NB_EVALUATE}"),
+            outputs=(f"{task}/summary.json", f"{task}/{NB_EVALUATE}"), markers=(f"{task}/summary.json",),
         ))
         jobs.append(Job(
             id=f"gradcam:{task}", kind="gradcam", stage=2, task=task, depends=folds,
@@ -119,13 +123,13 @@ def build_jobs(spec: RunSpec) -> list[Job]:
                 "run_dir": run_dir, "task": task, "fold": "all", "n_examples": spec.cfg.cam.n_examples,
                 "method": spec.cfg.cam.method, "layers": None, **common,
             },
-            outputs=(f"{task}/cam_stats.csv", f"{task}/{NB_GRADCAM}"),
+            outputs=(f"{task}/cam_stats.csv", f"{task}/{NB_GRADCAM}"), markers=(f"{task}/cam_stats.csv",),
         ))
     finals = ("explore",) + tuple(f"{kind}:{task}" for task in spec.tasks for kind in ("evaluate", "gradcam"))
     jobs.append(Job(
         id="summary", kind="summary", stage=3, depends=finals, soft=True, notebook=NB_SUMMARY,
         rendered=NB_SUMMARY, parameters={"run_dir": run_dir}, steps=(INDEX_STEP,),
-        outputs=(NB_SUMMARY, "index.html"),
+        outputs=(NB_SUMMARY, "index.html"), markers=("index.html",),
     ))
     check_table(jobs)
     return jobs
@@ -169,14 +173,14 @@ def missing_outputs(job: Job, run_dir: str | os.PathLike) -> list[Path]:
 
 
 def is_stale(job: Job, by_id: dict[str, Job], run_dir: str | os.PathLike) -> bool:
-    """True when an output of ``job`` is older than an existing output of one of its dependencies (make-style)."""
+    """True when an output of ``job`` is older than an existing marker output of a dependency (make-style)."""
     mine = [p.stat().st_mtime_ns for p in output_paths(job, run_dir) if p.exists()]
     if not mine:
         return False
     theirs = [
         p.stat().st_mtime_ns
         for dep in job.depends
-        for p in output_paths(by_id[dep], run_dir)
+        for p in (Path(run_dir) / rel for rel in (by_id[dep].markers or by_id[dep].outputs))
         if p.exists()
     ]
     return bool(theirs) and max(theirs) > min(mine)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pandas as pd
-
 from .. import io
 from ..errors import ArtifactError
 from .jobs import Job
@@ -23,19 +21,15 @@ def make_splits(job: Job, ctx) -> None:
 
 def fold_metrics(job: Job, ctx) -> None:
     """Score the fold's test predictions (``cxrlib.evaluate.fold_metrics``) into ``fold<k>/metrics.json``."""
-    from ..evaluate import fold_metrics as score
+    from ..evaluate import fold_metrics as score, json_safe, read_predictions
 
     fold_dir = ctx.run_dir / job.task / f"fold{job.fold}"
     path = fold_dir / "predictions.csv"
-    if not path.exists():
-        raise ArtifactError(f"{path}: missing; the training notebook finished without writing predictions")
-    frame = pd.read_csv(path)
-    if "split" not in frame.columns:
-        raise ArtifactError(f"{path}: no 'split' column (expected val|test rows)")
-    test = frame[frame["split"] == "test"].reset_index(drop=True)
-    if test.empty:
-        raise ArtifactError(f"{path}: no test rows")
-    io.write_json(fold_dir / "metrics.json", score(test, ctx.config().task_classes(job.task)))
+    classes = ctx.config().task_classes(job.task)
+    frame = read_predictions(path, classes)
+    if "split" not in frame.columns or not (frame["split"] == "test").any():
+        raise ArtifactError(f"{path}: no test rows (split == 'test')")
+    io.write_json(fold_dir / "metrics.json", json_safe({"fold": job.fold, **score(frame, classes)}))
 
 
 def write_index(job: Job, ctx) -> None:

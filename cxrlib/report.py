@@ -1,0 +1,241 @@
+"""The run's summary: job status, both tasks' tables and key figures, external validation, shortcut checks
+and links to every rendered notebook, as pandas tables (for notebook 05) and as ``results/<run>/index.html``."""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from . import io
+from .errors import ArtifactError
+
+#: Figures shown first on the page when present (others follow in name order).
+KEY_FIGURES = ("confusion", "roc", "reliability", "history", "learning", "gallery", "correct")
+NOTEBOOK_ORDER = ("01_", "02_", "03_", "04_", "05_")
+_READ_ERRORS = (ArtifactError, OSError, ValueError, KeyError, TypeError, pd.errors.ParserError)
+
+
+def load_run(run_dir: str | os.PathLike) -> dict:
+    """The run's run.json ({} when absent)."""
+    path = Path(run_dir) / "run.json"
+    return io.read_json(path) if path.exists() else {}
+
+
+def run_tasks(run_dir: str | os.PathLike, run: dict | None = None) -> list[str]:
+    """Tasks of the run: as recorded in run.json, else the subfolders holding a splits.csv."""
+    run = load_run(run_dir) if run is None else run
+    if run.get("tasks"):
+        return list(run["tasks"])
+    return sorted(p.parent.name for p in Path(run_dir).glob("*/splits.csv"))
+
+
+def run_info(run: dict) -> pd.DataFrame:
+    """Key facts of the run: name, dates, params file, overrides, commit, data fingerprint, seeds, versions."""
+    git = run.get("git") or {}
+    versions = run.get("versions") or {}
+    rows = [
+        ("run", run.get("run")), ("created", run.get("created")), ("updated", run.get("updated")),
+        ("params file", run.get("params_file")), ("overrides", " ".join(run.get("overrides") or []) or "none"),
+        ("git commit", (git.get("commit") or "not a git checkout") + (" (uncommitted changes)" if git.get("dirty") else "")),
+        ("data fingerprint", (run.get("data_fingerprint") or {}).get("sha256")),
+        ("seeds", ", ".join(f"{k}={v}" for k, v in (run.get("seeds") or {}).items())),
+        ("versions", ", ".join(f"{k} {v}" for k, v in versions.items() if v)),
+    ]
+    return pd.DataFrame(rows, columns=["item", "value"]).set_index("item")
+
+
+def job_status(run: dict, exclude: Sequence[str] = ()) -> pd.DataFrame:
+    """One row per job of the table: status, seconds, error, rendered notebook and log."""
+    rows = []
+    jobs = run.get("jobs") or {}
+    for entry in run.get("job_table") or [{"index": i, "id": jid} for i, jid in enumerate(jobs)]:
+        if entry["id"] in exclude:
+            continue
+        state = jobs.get(entry["id"], {})
+        rows.append({
+            "index": entry["index"], "job": entry["id"], "status": state.get("status", "pending"),
+            "seconds": state.get("seconds"), "error": state.get("error") or "", "notebook": state.get("notebook") or "",
+            "log": state.get("log") or "",
+        })
+    return pd.DataFrame(rows, columns=["index", "job", "status", "seconds", "error", "notebook", "log"])
+
+
+def read_summary(run_dir: str | os.PathLike, task: str) -> dict | None:
+    path = Path(run_dir) / task / "summary.json"
+    return io.read_json(path) if path.exists() else None
+
+
+def results_table(summary: dict, task: str) -> pd.DataFrame:
+    """The paper's table for ``task`` (published vs. ours, fold mean ± SD and pooled CI)."""
+    from .evaluate import paper_table
+
+    return paper_table(summary, task)
+
+
+def covid_table(summary: dict) -> pd.DataFrame | None:
+    """COVID-19 sensitivity and specificity (pooled with interval, fold mean and SD), if the task has the class."""
+    block = summary.get("covid19")
+    if not block:
+        return None
+    return pd.DataFrame.from_dict(block, orient="index")
+
+
+def errors_table(summary: dict) -> pd.DataFrame | None:
+    """Test error rate by true class x source (a source-specific failure hints at a shortcut)."""
+    records = summary.get("errors_by_source")
+    if not records:
+        return None
+    frame = pd.DataFrame.from_records(records)
+    return frame.set_index(frame.columns[0])
+
+
+def external_table(summary: dict) -> pd.DataFrame | None:
+    """External validation numbers (numeric leaves of ``summary['external']``), if any."""
+    external = summary.get("external")
+    if not external:
+        return None
+    rows = _leaves(external)
+    return pd.DataFrame(rows, columns=["metric", "value"]).set_index("metric") if rows else None
+
+
+def _leaves(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(tree, dict):
+        out = []
+        for key, value in tree.items():
+            out += _leaves(value, f"{prefix}{key}.")
+        return out
+    if isinstance(tree, (int, float, str)) and not isinstance(tree, bool):
+        return [(prefix.rstrip("."), tree)]
+    return []
+
+
+def shortcut_table(run_dir: str | os.PathLike, task: str) -> pd.DataFrame | None:
+    """Grad-CAM shortcut checks of ``task``: per true class, CAM mass in the border band / lungs and ROAD."""
+    path = Path(run_dir) / task / "cam_stats.csv"
+    if not path.exists():
+        return None
+    from .gallery import summarise_cam_stats
+
+    stats = pd.read_csv(path)
+    return summarise_cam_stats(stats) if len(stats) else None
+
+
+def figures(run_dir: str | os.PathLike, task: str) -> list[str]:
+    """The task's figures (paths relative to the run folder), key figures first."""
+    root = Path(run_dir)
+    found = sorted((root / task).glob("figures/*.png")) + sorted((root / task).glob("figures/**/*.png"))
+    unique = list(dict.fromkeys(p.relative_to(root).as_posix() for p in found))
+
+    def rank(rel: str) -> tuple[int, str]:
+        name = Path(rel).name.lower()
+        hits = [i for i, key in enumerate(KEY_FIGURES) if key in name]
+        return (hits[0] if hits else len(KEY_FIGURES), rel)
+
+    return sorted(unique, key=rank)
+
+
+def notebooks(run_dir: str | os.PathLike) -> list[tuple[str, str]]:
+    """(label, path) of every rendered notebook of the run, HTML export preferred, failed attempts included."""
+    root = Path(run_dir)
+    out = []
+    for nb in sorted(root.rglob("0[1-5]_*.ipynb")):
+        if nb.name.startswith("."):
+            continue
+        rel = nb.relative_to(root)
+        shown = nb.with_suffix(".html") if nb.with_suffix(".html").exists() else nb
+        label = rel.with_suffix("").as_posix() + (" (FAILED)" if nb.stem.endswith(".failed") else "")
+        out.append((label, shown.relative_to(root).as_posix()))
+    return sorted(out, key=lambda t: (t[1].count("/"), t[1]))
+
+
+# ----------------------------------------------------------------------------------------------- HTML
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.9em}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}
+th{background:#f3f3f3} .done{color:#186a1f} .failed{color:#b00020;font-weight:bold} .skipped,.pending,.running{color:#8a6d00}
+img{max-width:100%;border:1px solid #ddd;margin:.3em 0} figure{display:inline-block;max-width:48%;margin:.5em}
+figcaption{font-size:.8em;color:#555} .note{color:#666}
+"""
+
+
+def _table(frame: pd.DataFrame | None, index: bool = True) -> str:
+    if frame is None or frame.empty:
+        return '<p class="note">not available</p>'
+    return frame.to_html(index=index, float_format=_fmt, na_rep="–", border=0, escape=True)
+
+
+def _fmt(x: float) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def _status_html(status: pd.DataFrame) -> str:
+    if status.empty:
+        return '<p class="note">no jobs recorded</p>'
+    rows = []
+    for r in status.itertuples():
+        link = f'<a href="{html.escape(_html_of(r.notebook))}">notebook</a>' if r.notebook else ""
+        log = f'<a href="{html.escape(r.log)}">log</a>' if r.log else ""
+        secs = "" if r.seconds is None or (isinstance(r.seconds, float) and math.isnan(r.seconds)) else f"{r.seconds:.1f}"
+        rows.append(f"<tr><td>{r.index}</td><td>{html.escape(r.job)}</td>"
+                    f'<td class="{html.escape(r.status)}">{html.escape(r.status)}</td><td>{secs}</td>'
+                    f"<td>{html.escape(r.error)}</td><td>{link} {log}</td></tr>")
+    return ("<table><tr><th>#</th><th>job</th><th>status</th><th>seconds</th><th>error</th><th>files</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def _html_of(notebook: str) -> str:
+    return notebook[: -len(".ipynb")] + ".html" if notebook.endswith(".ipynb") else notebook
+
+
+def _section(title: str, build) -> str:
+    try:
+        body = build()
+    except _READ_ERRORS as exc:
+        body = f'<p class="failed">could not read: {html.escape(str(exc))}</p>'
+    return f"<h3>{html.escape(title)}</h3>{body}"
+
+
+def render_index(run_dir: str | os.PathLike, exclude: Sequence[str] = ()) -> str:
+    """The summary page of the run as one HTML document (links and images relative to the run folder)."""
+    root = Path(run_dir)
+    run = load_run(root)
+    status = job_status(run, exclude)
+    n_bad = int(status["status"].isin(["failed", "skipped"]).sum()) if len(status) else 0
+    parts = [f"<h1>CXR study — run {html.escape(run.get('run', root.name))}</h1>"]
+    if n_bad:
+        parts.append(f'<p class="failed">{n_bad} job(s) failed or were skipped; see the job table.</p>')
+    parts.append("<h2>Run</h2>" + _table(run_info(run)))
+    for task in run_tasks(root, run):
+        summary = read_summary(root, task)
+        parts.append(f"<h2>Task: {html.escape(task)}</h2>")
+        if summary is None:
+            parts.append('<p class="note">no summary.json (evaluation did not run or failed)</p>')
+        else:
+            parts.append(_section("Results beside the original study", lambda: _table(results_table(summary, task))))
+            parts.append(_section("COVID-19 sensitivity and specificity", lambda: _table(covid_table(summary))))
+            parts.append(_section("External validation", lambda: _table(external_table(summary))))
+            parts.append(_section("Test error rate by class and source", lambda: _table(errors_table(summary))))
+        parts.append(_section("Shortcut checks (Grad-CAM mass in the border band and lungs, ROAD)",
+                              lambda: _table(shortcut_table(root, task))))
+        figs = figures(root, task)
+        if figs:
+            parts.append("<h3>Figures</h3>" + "".join(
+                f'<figure><a href="{html.escape(f)}"><img src="{html.escape(f)}" alt="{html.escape(f)}"></a>'
+                f"<figcaption>{html.escape(f)}</figcaption></figure>" for f in figs))
+    parts.append("<h2>Notebooks</h2><ul>" + "".join(
+        f'<li><a href="{html.escape(path)}">{html.escape(label)}</a></li>' for label, path in notebooks(root)) + "</ul>")
+    parts.append("<h2>Jobs</h2>" + _status_html(status))
+    return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>CXR study — {html.escape(root.name)}</title>"
+            f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def write_index(run_dir: str | os.PathLike, exclude: Sequence[str] = ()) -> Path:
+    """Write ``<run_dir>/index.html`` atomically; returns its path."""
+    return io.write_text(Path(run_dir) / "index.html", render_index(run_dir, exclude))
