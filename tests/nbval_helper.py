@@ -19,6 +19,7 @@ def run_notebook_under_nbval(notebook, tmp_path, parameters: dict, timeout: int 
 
     notebook = Path(notebook).resolve()
     tmp_path = Path(tmp_path)
+    tmp_path.mkdir(parents=True, exist_ok=True)
     dst = tmp_path / notebook.name
     papermill.execute_notebook(
         str(notebook), str(dst), parameters=parameters, prepare_only=True, kernel_name=KERNEL, language="python",
