@@ -26,7 +26,8 @@ class DataConfig:
     cache_dir: str = "~/.cache/cxr-study"  # decoded, resized images keyed by content hash (shared by runs)
     resize: int = 256  # images are resized to resize x resize (the paper: 256)
     max_per_class: Optional[int] = None  # cap per task class, drawn deterministically (CPU profiles)
-    near_duplicate_bits: int = 6  # perceptual hashes this close (Hamming, of 256 bits) are one group
+    near_duplicate_bits: int = 10  # dHash (256 bits) this close = one group; on the dev data copies sit at <= 6,
+    # different patients at >= 13 bits: 10 keeps a margin for re-encoded, aspect-changed copies
     workers: int = 2  # processes used to scan/decode images
 
 

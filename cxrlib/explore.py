@@ -56,9 +56,8 @@ def size_figure(table: pd.DataFrame) -> plt.Figure:
 
 
 def _sample(table: pd.DataFrame, by: list[str], n: int, seed: int) -> pd.DataFrame:
-    return table.groupby(by, sort=True, group_keys=False).apply(
-        lambda g: g.sample(n=min(n, len(g)), random_state=seed), include_groups=True
-    )
+    shuffled = table.sample(frac=1.0, random_state=seed)
+    return shuffled.groupby(by, sort=True).head(n).sort_values(by, kind="stable")
 
 
 def sample_grid(table: pd.DataFrame, cache_dir: str, size: int, per_class: int = 6, seed: int = 0,

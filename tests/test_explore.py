@@ -48,7 +48,7 @@ def test_exploration_notebook_runs_on_synthetic_root(tmp_path):
     (data / "covid19" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     out = tmp_path / "out"
     run_notebook_under_nbval(
-        ROOT / "notebooks" / "01_data_exploration.ipynb", tmp_path / "nb",
+        ROOT / "notebooks" / "01_data_exploration.ipynb", tmp_path,
         {"data_root": str(data), "task": "multiclass", "image_size": 32, "seed": 1, "output_dir": str(out),
          "params_file": str(ROOT / "params" / "smoke.yaml"), "overrides": [f"data.cache_dir={tmp_path / 'cache'}"]},
     )

@@ -21,6 +21,7 @@ from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold
 
 from .. import io
+from ..config import DataConfig
 from ..errors import DataError, LeakageError
 from .phash import near_duplicate_pairs
 
@@ -29,7 +30,7 @@ SPLIT_COLUMNS = (
     "sha256", "phash", "width", "height", "mask_path",
 )  # fmt: skip
 ROLES = ("train", "val", "test")
-DEFAULT_NEAR_BITS = 6
+DEFAULT_NEAR_BITS = DataConfig.near_duplicate_bits
 
 
 # --------------------------------------------------------------------------- task table

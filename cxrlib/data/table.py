@@ -22,8 +22,8 @@ SCAN_COLUMNS = ("sha256", "phash", "width", "height")
 def new_table(rows: list[dict]) -> pd.DataFrame:
     """Build a source table from row dicts, filling optional columns and checking labels."""
     frame = pd.DataFrame(rows, columns=list(SOURCE_COLUMNS))
-    frame["patient_id"] = frame["patient_id"].fillna("").astype(str)
-    frame["mask_path"] = frame["mask_path"].fillna("").astype(str)
+    for column in ("patient_id", "mask_path"):
+        frame[column] = frame[column].astype(object).where(frame[column].notna(), "").astype(str)
     check_table(frame, where="source table")
     return frame
 
