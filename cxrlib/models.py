@@ -1,0 +1,229 @@
+"""Model registry: torchvision backbones with the head replaced for a task, weights, freezing, checkpoints.
+
+Each architecture names its classification head, its stages in forward order (what ``model.freeze`` may
+name) and its Grad-CAM layers, shallow to deep (for ResNets the five layers of the original figure).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import hub, nn
+
+from . import io
+from .errors import ArtifactError, ConfigError
+
+WEIGHT_CHOICES = "imagenet | none | /path/to/state_dict.pth"
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    head: str  # dotted name of the module replaced for the task
+    stages: tuple[str, ...]  # top-level blocks in forward order; model.freeze may name one
+    cam: tuple[tuple[str, str], ...]  # (label, dotted module name), shallow -> deep
+
+
+_RESNET = ArchSpec(
+    head="fc",
+    stages=("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"),
+    cam=(("relu", "relu"), ("layer1", "layer1"), ("layer2", "layer2"), ("layer3", "layer3"), ("layer4", "layer4")),
+)
+
+ARCHS: dict[str, ArchSpec] = {
+    "resnet18": _RESNET,
+    "resnet34": _RESNET,
+    "resnet50": _RESNET,
+    "resnet101": _RESNET,
+    "resnet152": _RESNET,
+    "densenet121": ArchSpec(
+        head="classifier",
+        stages=tuple(f"features.{n}" for n in (
+            "conv0", "norm0", "relu0", "pool0", "denseblock1", "transition1", "denseblock2", "transition2",
+            "denseblock3", "transition3", "denseblock4", "norm5")),
+        cam=(("relu0", "features.relu0"), ("denseblock1", "features.denseblock1"),
+             ("denseblock2", "features.denseblock2"), ("denseblock3", "features.denseblock3"),
+             ("norm5", "features.norm5")),
+    ),
+    "efficientnet_b0": ArchSpec(
+        head="classifier",
+        stages=tuple(f"features.{i}" for i in range(9)),
+        cam=(("stem", "features.0"), ("stage2", "features.2"), ("stage3", "features.3"),
+             ("stage5", "features.5"), ("head_conv", "features.8")),
+    ),
+}
+
+
+def _spec(arch: str) -> ArchSpec:
+    if arch not in ARCHS:
+        raise ConfigError(f"model.arch = {arch!r} is not supported (known: {sorted(ARCHS)})")
+    return ARCHS[arch]
+
+
+def cam_layers(arch: str) -> dict[str, str]:
+    """Grad-CAM layers of ``arch``: {label: dotted module name}, ordered shallow -> deep."""
+    return dict(_spec(arch).cam)
+
+
+def head_name(arch: str) -> str:
+    """Dotted name of the classification head that ``build_model`` replaces."""
+    return _spec(arch).head
+
+
+def get_module(model: nn.Module, dotted: str) -> nn.Module:
+    return model.get_submodule(dotted)
+
+
+def set_module(model: nn.Module, dotted: str, module: nn.Module) -> None:
+    parent, _, name = dotted.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, name, module)
+
+
+def _new_head(old: nn.Module, num_classes: int) -> nn.Module:
+    if isinstance(old, nn.Linear):
+        return nn.Linear(old.in_features, num_classes)
+    if isinstance(old, nn.Sequential):  # efficientnet: Dropout + Linear
+        layers = [_new_head(m, num_classes) if isinstance(m, nn.Linear) else copy.deepcopy(m) for m in old]
+        return nn.Sequential(*layers)
+    raise TypeError(f"cannot replace head of type {type(old).__name__}")  # pragma: no cover - registry bug
+
+
+def build_model(arch: str, num_classes: int, weights: str = "none", freeze: str = "none") -> nn.Module:
+    """A torchvision ``arch`` with a ``num_classes`` head.
+
+    ``weights``: ``imagenet`` (torchvision's DEFAULT weights, cached in TORCH_HOME), ``none`` (random init,
+    from torch's global RNG) or a path to a local state dict (torchvision's, or a cxrlib checkpoint).
+    ``freeze``: ``none``, ``backbone`` (all but the head) or a stage name up to which parameters are frozen.
+    Frozen modules are listed in ``model.cxr_frozen`` and kept in eval mode by ``set_train_mode``.
+    """
+    spec = _spec(arch)
+    if num_classes < 2:
+        raise ConfigError(f"a model needs at least two classes, got {num_classes}")
+    weights = str(weights)
+    model = torchvision.models.get_model(arch, weights=None)
+    if weights == "imagenet":
+        model.load_state_dict(_imagenet_state_dict(arch))
+    set_module(model, spec.head, _new_head(get_module(model, spec.head), num_classes))
+    if weights not in ("imagenet", "none"):
+        _load_local_weights(model, spec, arch, Path(weights))
+    model.cxr_arch = arch
+    model.cxr_frozen = _freeze(model, spec, arch, freeze)
+    return model
+
+
+def _imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
+    enum = torchvision.models.get_model_weights(arch)
+    default = enum.DEFAULT
+    try:
+        return hub.load_state_dict_from_url(default.url, progress=False, check_hash=True)
+    except Exception as exc:  # URLError, HTTPError, SSL, hash mismatch: all mean "not available here"
+        home = hub.get_dir()
+        fname = os.path.basename(default.url)
+        raise ConfigError(
+            f"model.weights=imagenet: cannot download {default} ({type(exc).__name__}: {exc}). "
+            f"Either copy {fname} into {home}/checkpoints/ (or set TORCH_HOME) on a machine without internet, "
+            f"pass a local file with model.weights=/path/to/{arch}.pth, "
+            f"or train from scratch with model.weights=none (use a from-scratch recipe such as params/cpu.yaml)."
+        ) from exc
+
+
+def _load_local_weights(model: nn.Module, spec: ArchSpec, arch: str, path: Path) -> None:
+    if not path.is_file():
+        raise ConfigError(
+            f"model.weights = {str(path)!r}: no such file (expected {WEIGHT_CHOICES})")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(f"model.weights = {str(path)!r}: not a readable PyTorch state dict ({exc})") from exc
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"model.weights = {str(path)!r}: not a state dict (a mapping of parameter tensors)")
+    state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from a DDP wrapper
+    own = model.state_dict()
+    head_prefix = spec.head + "."
+    # A head of another class count (ImageNet's 1000, another task's) is dropped: the new head stays random.
+    state = {k: v for k, v in state.items()
+             if not (k.startswith(head_prefix) and k in own and own[k].shape != v.shape)}
+    missing = [k for k in own if k not in state and not k.startswith(head_prefix)]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in state if k in own and own[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
+        what = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected
+                else f"shape mismatch at {wrong[:3]}")
+        raise ConfigError(
+            f"model.weights = {str(path)!r}: does not fit model.arch={arch} "
+            f"({what}; {len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} mismatched keys)")
+    model.load_state_dict(state, strict=False)
+
+
+def _freeze(model: nn.Module, spec: ArchSpec, arch: str, freeze: str) -> list[str]:
+    if freeze == "none":
+        return []
+    if freeze == "backbone":
+        frozen = [name for name, _ in model.named_children() if name != spec.head.split(".")[0]]
+    elif freeze in spec.stages:
+        frozen = list(spec.stages[: spec.stages.index(freeze) + 1])
+    else:
+        raise ConfigError(
+            f"model.freeze = {freeze!r} is not none, backbone or a stage of {arch} (stages: {list(spec.stages)})")
+    for name in frozen:
+        for p in get_module(model, name).parameters():
+            p.requires_grad_(False)
+    return frozen
+
+
+def set_train_mode(model: nn.Module) -> nn.Module:
+    """``model.train()``, except frozen modules stay in eval mode (their BatchNorm statistics do not move)."""
+    model.train()
+    for name in getattr(model, "cxr_frozen", []):
+        get_module(model, name).eval()
+    return model
+
+
+def split_backbone(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """(backbone, head): a copy of ``model`` whose head is the identity (it returns pooled features), and the head itself."""
+    name = head_name(model.cxr_arch)
+    backbone = copy.deepcopy(model)
+    set_module(backbone, name, nn.Identity())
+    return backbone, get_module(model, name)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel / compiled wrapper."""
+    while hasattr(model, "module") and isinstance(model.module, nn.Module):
+        model = model.module
+    return getattr(model, "_orig_mod", model)
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any]) -> Path:
+    """Write ``{"state_dict", **meta}`` atomically; ``meta`` holds arch, classes, resize, image_size, epoch, params."""
+    required = ("arch", "classes", "resize", "image_size", "epoch", "params")
+    missing = [k for k in required if k not in meta]
+    if missing:
+        raise ValueError(f"checkpoint meta lacks {missing}")
+    state = {k: v.detach().to("cpu").contiguous() for k, v in unwrap(model).state_dict().items()}
+    with io.atomic_path(path) as tmp:
+        torch.save({"state_dict": state, **meta}, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """(model in eval mode on ``device``, meta) from a checkpoint written by ``save_checkpoint``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: checkpoint not found (has this fold been trained?)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ArtifactError(f"{path}: unreadable checkpoint ({exc})") from exc
+    if not isinstance(obj, dict) or "state_dict" not in obj or "arch" not in obj or "classes" not in obj:
+        raise ArtifactError(f"{path}: not a cxrlib checkpoint (needs state_dict, arch, classes)")
+    meta = {k: v for k, v in obj.items() if k != "state_dict"}
+    model = build_model(meta["arch"], len(meta["classes"]), weights="none")
+    model.load_state_dict(obj["state_dict"])
+    return model.to(device).eval(), meta
