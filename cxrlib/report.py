@@ -7,7 +7,7 @@ import html
 import math
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import pandas as pd
 
@@ -95,23 +95,12 @@ def errors_table(summary: dict) -> pd.DataFrame | None:
 
 
 def external_table(summary: dict) -> pd.DataFrame | None:
-    """External validation numbers (numeric leaves of ``summary['external']``), if any."""
-    external = summary.get("external")
-    if not external:
+    """External validation beside cross-validation (``cxrlib.external.external_table``), if the run had one."""
+    if not summary.get("external"):
         return None
-    rows = _leaves(external)
-    return pd.DataFrame(rows, columns=["metric", "value"]).set_index("metric") if rows else None
+    from .external import external_table as table
 
-
-def _leaves(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    if isinstance(tree, dict):
-        out = []
-        for key, value in tree.items():
-            out += _leaves(value, f"{prefix}{key}.")
-        return out
-    if isinstance(tree, (int, float, str)) and not isinstance(tree, bool):
-        return [(prefix.rstrip("."), tree)]
-    return []
+    return table(summary["external"], summary)
 
 
 def shortcut_table(run_dir: str | os.PathLike, task: str) -> pd.DataFrame | None:

@@ -380,3 +380,58 @@ def test_cli_refuses_to_resume_with_other_params_unless_forced(cli_env, capsys, 
 
 def test_params_diff_names_nested_keys():
     assert params_diff({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"b": 1, "c": 5}, "e": 3}) == ["a.c", "d", "e"]
+
+
+# ------------------------------------------------------------------------------------------ summary page
+
+
+def test_summary_page_has_tables_status_links_and_figures(tmp_path):
+    from fake_run import make_fake_run
+
+    from cxrlib import report
+    from cxrlib.evaluate import summarize
+
+    run_dir = make_fake_run(tmp_path / "run", task="binary", n_folds=3)
+    cfg = load_config(None, ["split.n_folds=3", "evaluate.bootstrap=20"])
+    summarize(run_dir, "binary", cfg)
+    (run_dir / "binary" / "figures").mkdir()
+    (run_dir / "binary" / "figures" / "confusion_matrix.png").write_bytes(b"png")
+    dummy_notebook(run_dir / "binary" / "03_evaluate.ipynb", "pass")
+    io.write_text(run_dir / "binary" / "03_evaluate.html", "<html></html>")
+    dummy_notebook(run_dir / "binary" / "04_gradcam_gallery.failed.ipynb", "pass")
+    record = RunRecord(run_dir)
+    record.start_invocation(cfg=cfg, params_file=None, overrides=["split.n_folds=3"], tasks=["binary"],
+                            job_table=[{"index": 0, "id": "evaluate:binary"}, {"index": 1, "id": "gradcam:binary"},
+                                       {"index": 2, "id": "summary"}], force=False)
+    record.set_job("evaluate:binary", status="done", seconds=3.5, notebook="binary/03_evaluate.ipynb")
+    record.set_job("gradcam:binary", status="failed", error="cell 3: RuntimeError: boom <b>",
+                   notebook="binary/04_gradcam_gallery.failed.ipynb")
+
+    path = report.write_index(run_dir, exclude=("summary",))
+    page = path.read_text()
+    assert "Task: binary" in page and "COVID-19 sensitivity and specificity" in page
+    assert "0.980" in page  # the published binary accuracy beside ours
+    assert 'href="binary/03_evaluate.html"' in page and "binary/04_gradcam_gallery.failed (FAILED)" in page
+    assert "RuntimeError: boom &lt;b&gt;" in page and 'class="failed">failed' in page
+    assert 'src="binary/figures/confusion_matrix.png"' in page and "1 job(s) failed" in page
+    assert "<td>summary</td>" not in page
+    status = report.job_status(record.read(), exclude=("summary",))
+    assert list(status["status"]) == ["done", "failed"]
+
+
+def test_summary_job_renders_notebook_05_and_the_index(tmp_path):
+    from fake_run import make_fake_run
+
+    from cxrlib.evaluate import summarize
+    from cxrlib.runner.execute import execute_job
+
+    run_dir = make_fake_run(tmp_path / "run", task="binary", n_folds=3)
+    cfg = load_config(None, ["split.n_folds=3", "evaluate.bootstrap=20"])
+    summarize(run_dir, "binary", cfg)
+    job = build_jobs(RunSpec(cfg=cfg, run_dir=run_dir, params_file=None, overrides=(), tasks=("binary",)))[-1]
+    assert job.id == "summary"
+    execute_job(job, JobContext(run_dir=run_dir, notebooks_dir=ROOT / "notebooks"))
+    nb = nbformat.read(run_dir / "05_summary.ipynb", as_version=4)
+    text = "".join(str(c.get("outputs", "")) for c in nb.cells)
+    assert "Error" not in text and "Non-COVID" in text  # the binary table rendered
+    assert (run_dir / "05_summary.html").exists() and "Task: binary" in (run_dir / "index.html").read_text()

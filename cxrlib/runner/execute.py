@@ -103,7 +103,7 @@ def run_notebook(job: Job, ctx: JobContext) -> Path:
     with io.atomic_path(out) as tmp:
         try:
             with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*does not end in .ipynb.*")
+                warnings.filterwarnings("ignore", message=".*does not end in one of")
                 papermill.execute_notebook(
                     str(src), str(tmp), parameters=job.parameters, kernel_name=ctx.kernel_name,
                     language="python", log_output=True, progress_bar=False, cwd=str(ctx.cwd),
