@@ -127,8 +127,9 @@ class Augment:
 
 def check_batch_stats(x: torch.Tensor, where: str = "first training batch") -> tuple[float, float]:
     """Warn when a normalised batch is grossly off (mean far from 0, std far from 1): a known cause of
-    constant predictions (unscaled pixels, blank images, wrong normalisation). Returns (mean, std)."""
-    mean, std = float(x.float().mean()), float(x.float().std())
+    constant predictions (unscaled pixels, blank images, wrong normalisation). Returns (mean, mean per-channel std)."""
+    x = x.float()
+    mean, std = float(x.mean()), float(x.transpose(0, 1).reshape(x.shape[1], -1).std(dim=1).mean())
     if not (abs(mean) < 2.0 and 0.1 < std < 3.0):
         warnings.warn(
             f"{where}: after normalisation mean={mean:.3g}, std={std:.3g} (expected about 0 and 1). "
