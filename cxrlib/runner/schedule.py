@@ -63,6 +63,12 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+def preload() -> None:
+    """Import papermill and nbconvert once here, so forked workers start executing at once (no threads start)."""
+    import nbconvert  # noqa: F401
+    import papermill  # noqa: F401
+
+
 def log_path(job: Job, run_dir: Path) -> Path:
     return Path(run_dir) / "logs" / f"{job.slug}.log"
 
@@ -87,6 +93,8 @@ def run_jobs(jobs: Sequence[Job], ctx: JobContext, selected: Sequence[int] | Non
     if gpus is None:
         gpus = count_gpus() if parallel > 1 else []
     ncores = cores()
+    if any(job.notebook for job in order):
+        preload()
     result = RunResult()
     ran: set[str] = set()
     pending = list(order)
