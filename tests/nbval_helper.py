@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,8 @@ def run_notebook_under_nbval(notebook, tmp_path, parameters: dict, timeout: int 
     """Inject ``parameters`` into ``notebook`` (papermill, not executed), then run it with ``pytest --nbval-lax``.
 
     The prepared copy is written to ``tmp_path`` and executed there (cwd = tmp_path). Fails the calling test
-    with nbval's output when any cell raises. Returns the prepared notebook's path.
+    with nbval's output when any cell raises. Returns the prepared notebook's path. The kernel runs with one
+    BLAS/OpenMP thread unless OMP_NUM_THREADS is already set (tests share two cores).
     """
     import papermill
 
@@ -28,6 +30,7 @@ def run_notebook_under_nbval(notebook, tmp_path, parameters: dict, timeout: int 
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "--nbval-lax", "-q", str(dst), "-p", "no:cacheprovider"],
         cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
         capture_output=True,
         text=True,
         timeout=timeout,
