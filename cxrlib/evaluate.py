@@ -458,6 +458,19 @@ def paper_table(summary: dict, task: str) -> pd.DataFrame:
     return pd.DataFrame.from_records(records).set_index(["class", "metric"])
 
 
+def fold_table(summary: dict) -> pd.DataFrame:
+    """One row per fold (then mean and SD): test images, accuracy, macro precision / recall / F1 / AUC, ECE."""
+    rows = []
+    for m in summary["folds"]:
+        rows.append({"fold": str(m["fold"]), "n": m["n"], "accuracy": m["accuracy"],
+                     **{f"macro {k}": m["macro"][k] for k in ("precision", "recall", "f1", "auc")}, "ece": m["ece"]})
+    table = pd.DataFrame(rows).set_index("fold").astype(float)
+    stats = table.drop(columns="n").agg(["mean", "std"])  # std: sample SD (ddof=1), as in across_folds
+    table = pd.concat([table, stats.rename(index={"std": "sd"})])
+    table["n"] = table["n"].astype("Int64")
+    return table
+
+
 def _num(value) -> float:
     return math.nan if value is None else float(value)
 

@@ -1,5 +1,6 @@
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ from cxrlib.config import load_config
 from cxrlib.errors import ArtifactError
 from cxrlib.intervals import bootstrap, wilson
 from fake_run import BINARY, MULTICLASS, fold_predictions, make_fake_run
+from nbval_helper import run_notebook_under_nbval
 
 CLASSES = MULTICLASS
 
@@ -212,3 +214,27 @@ def test_errors_by_source():
     assert math.isnan(rates.loc["covid19", "a"])
     n = ev.errors_by_source(frame, value="n")
     assert n.loc["all", "all"] == 10
+
+
+def test_fold_table(tmp_path):
+    run = make_fake_run(tmp_path)
+    summary = ev.summarize(run, "multiclass", load_config(None, ["evaluate.bootstrap=10"]))
+    table = ev.fold_table(summary)
+    assert list(table.index) == ["0", "1", "2", "3", "4", "mean", "sd"]
+    accs = [m["accuracy"] for m in summary["folds"]]
+    assert table.loc["mean", "accuracy"] == pytest.approx(summary["across_folds"]["accuracy"]["mean"])
+    assert table.loc["sd", "accuracy"] == pytest.approx(np.std(accs, ddof=1))
+    assert table.loc["2", "n"] == 24
+
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "03_evaluate.ipynb"
+
+
+# The notebook's full run (with external validation) is tested in test_external.py.
+
+
+def test_evaluate_notebook_names_missing_fold(tmp_path):
+    run = make_fake_run(tmp_path / "run", "binary", skip=("fold3/predictions.csv",))
+    params = {"run_dir": str(run), "task": "binary", "params_file": None, "overrides": []}
+    with pytest.raises(AssertionError, match="fold3/predictions.csv"):
+        run_notebook_under_nbval(NOTEBOOK, tmp_path / "nb", params)

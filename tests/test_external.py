@@ -1,5 +1,6 @@
 import json
 import os
+from pathlib import Path
 import shutil
 
 import numpy as np
@@ -15,6 +16,7 @@ from cxrlib.errors import ArtifactError, DataError
 from cxrlib.external import external_table, external_validate, model_frame, training_hashes
 from cxrlib.models import build_model, save_checkpoint
 from fake_run import MULTICLASS, make_fake_run
+from nbval_helper import run_notebook_under_nbval
 from synthetic import xray_like
 
 LABELS = ["normal", "viral_pneumonia", "covid19"]
@@ -51,16 +53,16 @@ def setup(tmp_path_factory):
             model.fc.bias.copy_(torch.tensor([0.3 * k, -0.2 * k, 0.1]))
         meta = {"arch": "resnet18", "classes": MULTICLASS, "resize": 32, "image_size": 32, "epoch": 1, "params": {}}
         save_checkpoint(run / "multiclass" / f"fold{k}" / "model.pt", model, meta)
-    cfg = load_config(None, [f"data.cache_dir={base / 'cache'}", "data.resize=32", "train.image_size=32",
-                             "evaluate.bootstrap=40", "train.device=cpu", "data.workers=1", "train.batch_size=8",
-                             f"evaluate.external={ext}"])
+    overrides = [f"data.cache_dir={base / 'cache'}", "data.resize=32", "train.image_size=32", "evaluate.bootstrap=40",
+                 "train.device=cpu", "data.workers=1", "train.batch_size=8", f"evaluate.external={ext}"]
+    cfg = load_config(None, overrides)
     report = external_validate(run, "multiclass", cfg)
-    yield run, ext, cfg, report
+    yield run, ext, cfg, report, overrides
     torch.set_num_threads(threads)
 
 
 def test_counts_and_training_images_excluded(setup):
-    run, ext, cfg, report = setup
+    run, ext, cfg, report, _ = setup
     counts = report["counts"]
     assert counts["discovered"] == 19
     assert counts["outside_task"] == {"bacterial_pneumonia": 1}
@@ -74,7 +76,7 @@ def test_counts_and_training_images_excluded(setup):
 
 
 def test_ensemble_is_mean_of_fold_models(setup):
-    run, _, _, report = setup
+    run, _, _, report, _ = setup
     preds = pd.read_csv(run / "multiclass" / "external" / "predictions.csv")
     for c in MULTICLASS:
         folds = preds[[f"fold{k}_prob_{c}" for k in range(5)]].to_numpy()
@@ -90,7 +92,7 @@ def test_ensemble_is_mean_of_fold_models(setup):
 
 
 def test_report_intervals_per_source_and_files(setup):
-    run, _, _, report = setup
+    run, _, _, report, _ = setup
     ens = report["ensemble"]
     assert ens["all"]["n"] == 17
     assert ens["by_source"]["site_a"]["n"] + ens["by_source"]["site_b"]["n"] == 17
@@ -102,7 +104,7 @@ def test_report_intervals_per_source_and_files(setup):
 
 
 def test_summary_and_side_by_side_table(setup):
-    run, _, cfg, report = setup
+    run, _, cfg, report, _ = setup
     summary = ev.summarize(run, "multiclass", cfg)
     assert summary["external"] == report
     table = external_table(report, summary)
@@ -115,7 +117,7 @@ def test_summary_and_side_by_side_table(setup):
 
 
 def test_missing_model_and_root_errors(setup, tmp_path):
-    run, ext, cfg, _ = setup
+    run, ext, cfg, _, _ = setup
     copy = tmp_path / "run"
     shutil.copytree(run, copy, copy_function=os.link)
     (copy / "multiclass" / "fold2" / "model.pt").unlink()
@@ -124,3 +126,17 @@ def test_missing_model_and_root_errors(setup, tmp_path):
     plain = load_config(None, [f"data.cache_dir={tmp_path / 'cache'}"])
     with pytest.raises(DataError, match="evaluate.external is not set"):
         external_validate(run, "multiclass", plain)
+
+
+def test_evaluate_notebook_with_external_validation(setup, tmp_path):
+    run, _, _, report, overrides = setup
+    notebook = Path(__file__).resolve().parents[1] / "notebooks" / "03_evaluate.ipynb"
+    params = {"run_dir": str(run), "task": "multiclass", "params_file": None,
+              "overrides": [*overrides, "evaluate.bootstrap=10"]}
+    run_notebook_under_nbval(notebook, tmp_path / "nb", params)
+    summary = json.loads((run / "multiclass" / "summary.json").read_text())
+    assert summary["external"]["counts"] == report["counts"]
+    assert summary["external"]["ensemble"]["all"]["bootstrap"]["resamples"] == 10
+    assert summary["pooled"]["n"] == 120
+    for name in ("loss_curves", "confusion_counts", "confusion_percent", "roc", "precision_recall", "reliability"):
+        assert (run / "multiclass" / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
