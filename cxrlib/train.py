@@ -557,6 +557,9 @@ def _train_fold(cfg, run_dir, task, fold, force, progress, callback, d: Dist, de
 
 
 def _finished(out: Path) -> FoldResult:
+    missing = [n for n in ("train.json", "history.csv", "model.pt", "predictions.csv") if not (out / n).is_file()]
+    if missing:
+        raise ArtifactError(f"{out}: finished fold lacks {missing}; retrain it with force=True")
     info = io.read_json(out / "train.json")
     history = pd.read_csv(out / "history.csv")
     return FoldResult(out, history, int(info["best_epoch"]), info.get("val_accuracy"), info.get("test_accuracy"),
