@@ -30,22 +30,10 @@ from .errors import ArtifactError, DataError
 from .evaluate import json_safe, pooled_metrics
 from .inference import predict_probs
 from .models import load_checkpoint
+from .train import resolve_device
 
 CHUNK = 256  # images decoded and predicted at a time
 ROW_METRICS = ("accuracy", "macro.f1", "macro.auc", "ece")
-
-
-def resolve_device(name: str) -> str:
-    """``auto`` -> cuda when available, else mps, else cpu; any other name is returned as is."""
-    import torch
-
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 def training_hashes(run_dir: str | os.PathLike, task: str) -> set[str]:
@@ -90,7 +78,7 @@ def _fold_models(run_dir, task, n_folds) -> list[Path]:
 
 
 def predict_external(
-    frame: pd.DataFrame, model_paths: list[Path], classes: list[str], cfg, device: str, progress: bool = False
+    frame: pd.DataFrame, model_paths: list[Path], classes: list[str], cfg, device, progress: bool = False
 ) -> pd.DataFrame:
     """Predictions of each fold model (``fold<k>_prob_<class>``) and of the ensemble (``prob_<class>``)."""
     out = pd.DataFrame({

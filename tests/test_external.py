@@ -140,3 +140,22 @@ def test_evaluate_notebook_with_external_validation(setup, tmp_path):
     assert summary["pooled"]["n"] == 120
     for name in ("loss_curves", "confusion_counts", "confusion_percent", "roc", "precision_recall", "reliability"):
         assert (run / "multiclass" / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_external_root_with_one_class(setup, tmp_path):
+    shared, _, cfg, _, _ = setup
+    run = tmp_path / "run"
+    shutil.copytree(shared, run, copy_function=os.link)  # outputs go to fresh files; the models are shared
+    root = tmp_path / "covid_only"
+    root.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        Image.fromarray(xray_like(rng, 40)).save(root / f"c{i}.png")
+    pd.DataFrame({"path": [f"c{i}.png" for i in range(4)], "label": "covid19"}).to_csv(root / "list.csv", index=False)
+    report = external_validate(run, "multiclass", cfg, root=root)
+    assert report["counts"]["absent_classes"] == ["normal", "viral_pneumonia"]
+    ens = report["ensemble"]["all"]
+    assert ens["n"] == 4
+    assert ens["per_class"]["covid19"]["auc"]["value"] is None  # undefined without negatives
+    assert ens["covid19"]["sensitivity"]["value"] == pytest.approx(
+        (pd.read_csv(run / "multiclass" / "external" / "predictions.csv")["predicted"] == "covid19").mean())
