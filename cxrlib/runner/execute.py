@@ -107,6 +107,7 @@ def run_notebook(job: Job, ctx: JobContext) -> Path:
                 papermill.execute_notebook(
                     str(src), str(tmp), parameters=job.parameters, kernel_name=ctx.kernel_name,
                     language="python", log_output=True, progress_bar=False, cwd=str(ctx.cwd),
+                    shutdown_kernel="immediate",  # every cell has finished; a graceful stop only costs seconds
                 )
         except BaseException:
             if tmp.exists() and tmp.stat().st_size:

@@ -3,6 +3,7 @@ a local pool of worker processes, progress bar and run.json updates."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import subprocess
@@ -63,10 +64,14 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def preload() -> None:
-    """Import papermill and nbconvert once here, so forked workers start executing at once (no threads start)."""
-    import nbconvert  # noqa: F401
-    import papermill  # noqa: F401
+def preload(jobs: Sequence[Job]) -> None:
+    """Import papermill, nbconvert and the python steps' modules once here, so that forked workers start
+    working at once instead of each importing them again (these imports start no Python threads)."""
+    if any(job.notebook for job in jobs):
+        import nbconvert  # noqa: F401
+        import papermill  # noqa: F401
+    for module in {step.partition(":")[0] for job in jobs for step in job.steps if isinstance(step, str)}:
+        importlib.import_module(module)
 
 
 def log_path(job: Job, run_dir: Path) -> Path:
@@ -93,8 +98,7 @@ def run_jobs(jobs: Sequence[Job], ctx: JobContext, selected: Sequence[int] | Non
     if gpus is None:
         gpus = count_gpus() if parallel > 1 else []
     ncores = cores()
-    if any(job.notebook for job in order):
-        preload()
+    preload(order)
     result = RunResult()
     ran: set[str] = set()
     pending = list(order)

@@ -1,16 +1,18 @@
-"""The python steps of the job table (run in the job's worker process, called as ``step(job, ctx)``)."""
+"""The python steps of the job table (run in the job's worker process, called as ``step(job, ctx)``).
+
+Imported by the runner before it forks workers, so the heavy imports here are paid once per run."""
 
 from __future__ import annotations
 
 from .. import io
+from ..data.splits import build_splits, write_splits
 from ..errors import ArtifactError
+from ..evaluate import fold_metrics as score, json_safe, read_predictions
 from .jobs import Job
 
 
 def make_splits(job: Job, ctx) -> None:
     """Build the task's folds from the data root and write ``<task>/splits.csv`` and ``<task>/quality.csv``."""
-    from ..data.splits import build_splits, write_splits
-
     cfg = ctx.config()
     result = build_splits(cfg, job.task, progress=False)
     task_dir = ctx.run_dir / job.task
@@ -21,8 +23,6 @@ def make_splits(job: Job, ctx) -> None:
 
 def fold_metrics(job: Job, ctx) -> None:
     """Score the fold's test predictions (``cxrlib.evaluate.fold_metrics``) into ``fold<k>/metrics.json``."""
-    from ..evaluate import fold_metrics as score, json_safe, read_predictions
-
     fold_dir = ctx.run_dir / job.task / f"fold{job.fold}"
     path = fold_dir / "predictions.csv"
     classes = ctx.config().task_classes(job.task)
