@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
-from pytorch_grad_cam.metrics.road import ROADCombined
 
 from .cam.targets import ClassProbability
 from .data.images import resize_square
@@ -89,9 +89,13 @@ def road_scores(
     """
     if len(targets) != len(inputs) or len(cams) != len(inputs):
         raise ValueError("road_scores: inputs, cams and targets must have one entry per image")
+    from pytorch_grad_cam.metrics.road import ROADCombined  # slow to import; only needed here
+
     metric = ROADCombined(percentiles=list(percentiles))
     callables = [ClassProbability(int(t)) for t in targets]
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        # the library's imputer hands torch tensors to numpy (a NumPy 2 deprecation, harmless here)
+        warnings.filterwarnings("ignore", message=".*__array_wrap__.*", category=DeprecationWarning)
         torch.manual_seed(seed)
         with torch.no_grad():
             device = next(model.parameters()).device

@@ -213,3 +213,14 @@ def test_overlay_blank_maps_show_the_plain_image():
     np.testing.assert_array_equal(overlay(gray, cam, alpha=0.0), plain)
     with pytest.raises(ValueError, match="same 2-D shape"):
         overlay(gray, cam[:8])
+
+
+def test_every_configured_method_is_available():
+    import typing
+
+    from cxrlib.cam import METHODS
+    from cxrlib.cam.library import library_class
+    from cxrlib.config import CamConfig
+
+    assert set(typing.get_args(typing.get_type_hints(CamConfig)["method"])) == set(METHODS)
+    assert all(callable(library_class(m)) for m in METHODS)

@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import torch
-from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM
 
 from ..errors import ConfigError
 from .base import CamMethod, CamResult
 from .targets import ClassLogit, resolve_targets
 
+# cfg.cam.method -> pytorch-grad-cam class name (imported on first use: the library takes seconds to import)
 LIBRARY_METHODS = {
-    "gradcam": GradCAM,
-    "gradcam++": GradCAMPlusPlus,
-    "hirescam": HiResCAM,
-    "layercam": LayerCAM,
-    "eigencam": EigenCAM,
-    "scorecam": ScoreCAM,
+    "gradcam": "GradCAM",
+    "gradcam++": "GradCAMPlusPlus",
+    "hirescam": "HiResCAM",
+    "layercam": "LayerCAM",
+    "eigencam": "EigenCAM",
+    "scorecam": "ScoreCAM",
 }
+
+
+def library_class(method: str):
+    """The pytorch-grad-cam class behind ``method``."""
+    if method not in LIBRARY_METHODS:
+        raise ConfigError(f"cam.method = {method!r} is not one of {list(LIBRARY_METHODS)}")
+    return getattr(importlib.import_module("pytorch_grad_cam"), LIBRARY_METHODS[method])
 
 
 class LibraryCAM(CamMethod):
@@ -28,8 +37,7 @@ class LibraryCAM(CamMethod):
     """
 
     def __init__(self, model, layers, method: str = "gradcam", batch_size: int = 16):
-        if method not in LIBRARY_METHODS:
-            raise ConfigError(f"cam.method = {method!r} is not one of {list(LIBRARY_METHODS)}")
+        self._cls = library_class(method)
         super().__init__(model, layers)
         self.name = method
         self.batch_size = batch_size
@@ -42,7 +50,7 @@ class LibraryCAM(CamMethod):
         callables = [ClassLogit(i) for i in idx.tolist()]
         maps = {}
         for label, module in self.layers.items():
-            cam = LIBRARY_METHODS[self.name](model=self.model, target_layers=[module])
+            cam = self._cls(model=self.model, target_layers=[module])
             cam.batch_size = self.batch_size
             try:
                 with torch.enable_grad():
