@@ -168,13 +168,6 @@ def _mask(row) -> np.ndarray | None:
     return mask_in_input_frame(decode_gray(row.mask_path), row.resize, row.image_size)
 
 
-def pick_device(spec: str = "auto") -> torch.device:
-    """``auto``: CUDA when available, else CPU; anything else is passed to torch.device."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec)
-
-
 def featured_indices(ex: ExampleSet) -> list[int]:
     """Correctly classified examples of the positive class (COVID-19), the subject of Figures 5 and 6."""
     pos = positive_class(ex.classes)

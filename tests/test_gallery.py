@@ -155,12 +155,12 @@ def test_notebook_runs_under_nbval(fake_run, tmp_path):
 
     run_dir = fake_run / "run"
     run_notebook_under_nbval(NOTEBOOK, tmp_path, {
-        "run_dir": str(run_dir), "task": "multiclass", "fold": 0, "n_examples": 2, "method": "gradcam",
+        "run_dir": str(run_dir), "task": "multiclass", "fold": "all",  # as the runner calls it "n_examples": 2, "method": "gradcam",
         "layers": ["layer3", "layer4"], "params_file": None,
         "overrides": [f"data.cache_dir={fake_run / 'cache'}", "cam.road_samples=2", "train.device=cpu"],
     })
     stats = pd.read_csv(run_dir / "multiclass" / "cam_stats.csv")
     assert set(stats["layer"]) == {"layer3", "layer4"} and stats["road_cam"].notna().sum() == 2
     pngs = sorted(p.name for p in (run_dir / "multiclass" / "figures").glob("*.png"))
-    assert pngs == sorted(f"{n}_gradcam_fold0.png" for n in ("cam_layers", "cam_covid_grid", "cam_correct_vs_wrong",
+    assert pngs == sorted(f"{n}_gradcam_foldall.png" for n in ("cam_layers", "cam_covid_grid", "cam_correct_vs_wrong",
                                                               "cam_browser_first"))
