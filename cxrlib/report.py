@@ -15,7 +15,7 @@ from . import io
 from .errors import ArtifactError
 
 #: Figures shown first on the page when present (others follow in name order).
-KEY_FIGURES = ("confusion", "roc", "reliability", "history", "learning", "gallery", "correct")
+KEY_FIGURES = ("confusion", "roc", "reliability", "loss", "correct", "layers", "samples", "sizes")
 NOTEBOOK_ORDER = ("01_", "02_", "03_", "04_", "05_")
 _READ_ERRORS = (ArtifactError, OSError, ValueError, KeyError, TypeError, pd.errors.ParserError)
 
@@ -183,6 +183,11 @@ def _html_of(notebook: str) -> str:
     return notebook[: -len(".ipynb")] + ".html" if notebook.endswith(".ipynb") else notebook
 
 
+def _figures_html(paths: Sequence[str]) -> str:
+    return "".join(f'<figure><a href="{html.escape(f)}"><img src="{html.escape(f)}" alt="{html.escape(f)}"></a>'
+                   f"<figcaption>{html.escape(f)}</figcaption></figure>" for f in paths)
+
+
 def _section(title: str, build) -> str:
     try:
         body = build()
@@ -201,6 +206,10 @@ def render_index(run_dir: str | os.PathLike, exclude: Sequence[str] = ()) -> str
     if n_bad:
         parts.append(f'<p class="failed">{n_bad} job(s) failed or were skipped; see the job table.</p>')
     parts.append("<h2>Run</h2>" + _table(run_info(run)))
+    data_figs = figures(root, "exploration")
+    if data_figs:
+        parts.append('<h2>Data</h2><p class="note">From the exploration notebook; sources, folds and the leakage '
+                     "audit are in it.</p>" + _figures_html(data_figs))
     for task in run_tasks(root, run):
         summary = read_summary(root, task)
         parts.append(f"<h2>Task: {html.escape(task)}</h2>")
@@ -209,15 +218,14 @@ def render_index(run_dir: str | os.PathLike, exclude: Sequence[str] = ()) -> str
         else:
             parts.append(_section("Results beside the original study", lambda: _table(results_table(summary, task))))
             parts.append(_section("COVID-19 sensitivity and specificity", lambda: _table(covid_table(summary))))
-            parts.append(_section("External validation", lambda: _table(external_table(summary))))
+            parts.append(_section("External validation", lambda: _table(external_table(summary)) if summary.get(
+                "external") else '<p class="note">none in this run (params: evaluate.external)</p>'))
             parts.append(_section("Test error rate by class and source", lambda: _table(errors_table(summary))))
         parts.append(_section("Shortcut checks (Grad-CAM mass in the border band and lungs, ROAD)",
                               lambda: _table(shortcut_table(root, task))))
         figs = figures(root, task)
         if figs:
-            parts.append("<h3>Figures</h3>" + "".join(
-                f'<figure><a href="{html.escape(f)}"><img src="{html.escape(f)}" alt="{html.escape(f)}"></a>'
-                f"<figcaption>{html.escape(f)}</figcaption></figure>" for f in figs))
+            parts.append("<h3>Figures</h3>" + _figures_html(figs))
     parts.append("<h2>Notebooks</h2><ul>" + "".join(
         f'<li><a href="{html.escape(path)}">{html.escape(label)}</a></li>' for label, path in notebooks(root)) + "</ul>")
     parts.append("<h2>Jobs</h2>" + _status_html(status))

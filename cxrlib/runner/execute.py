@@ -190,8 +190,9 @@ def _die_with_parent() -> None:
 
 
 def _worker(job: Job, ctx: JobContext, env: dict[str, str], log_path: Path, conn, parent_pid: int) -> None:
-    _die_with_parent()
+    signal.set_wakeup_fd(-1)  # the runner's self-pipe is not this process's business
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    _die_with_parent()
     signal.signal(signal.SIGINT, _raise_interrupt)
     code = 1
     try:

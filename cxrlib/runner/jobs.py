@@ -27,7 +27,6 @@ NB_SUMMARY = "05_summary.ipynb"
 
 SPLITS_STEP = "cxrlib.runner.steps:make_splits"
 FOLD_METRICS_STEP = "cxrlib.runner.steps:fold_metrics"
-INDEX_STEP = "cxrlib.runner.steps:write_index"
 
 
 @dataclass(frozen=True)
@@ -128,7 +127,7 @@ def build_jobs(spec: RunSpec) -> list[Job]:
     finals = ("explore",) + tuple(f"{kind}:{task}" for task in spec.tasks for kind in ("evaluate", "gradcam"))
     jobs.append(Job(
         id="summary", kind="summary", stage=3, depends=finals, soft=True, notebook=NB_SUMMARY,
-        rendered=NB_SUMMARY, parameters={"run_dir": run_dir}, steps=(INDEX_STEP,),
+        rendered=NB_SUMMARY, parameters={"run_dir": run_dir},  # the notebook writes index.html
         outputs=(NB_SUMMARY, "index.html"), markers=("index.html",),
     ))
     check_table(jobs)

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
@@ -37,10 +38,6 @@ class RunResult:
     @property
     def ok(self) -> bool:
         return self.interrupted is None and all(o.status in (DONE, UPTODATE) for o in self.outcomes.values())
-
-
-class Terminated(Exception):
-    """The runner got SIGTERM."""
 
 
 def count_gpus() -> list[str]:
@@ -191,33 +188,72 @@ def run_jobs(jobs: Sequence[Job], ctx: JobContext, selected: Sequence[int] | Non
             clean_temps(job, run_dir)
             start(job, free.pop(0))
 
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def on_term(signum, frame):
-        raise Terminated()
-
-    signal.signal(signal.SIGTERM, on_term)
-    try:
-        while pending or running:
-            step_pending()
-            if running:
-                ready = wait([w.process.sentinel for w in running.values()])
-                for worker in [w for w in list(running.values()) if w.process.sentinel in ready]:
-                    reap(worker)
-            elif pending:
-                raise RuntimeError(f"job table deadlock: {[j.id for j in pending]} cannot start")
-    except (KeyboardInterrupt, Terminated) as exc:
-        result.interrupted = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for worker in running.values():
-            worker.process.terminate()
-        deadline = time.monotonic() + 20
-        for worker in list(running.values()):
-            worker.process.join(max(0.1, deadline - time.monotonic()))
-            if worker.process.is_alive():
-                worker.process.kill()
-            reap(worker, interrupted=result.interrupted)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        bar.close()
+    with _StopSignals() as stop:
+        try:
+            while (pending or running) and not stop.names:
+                step_pending()
+                if stop.names:
+                    break
+                if running:
+                    ready = wait([w.process.sentinel for w in running.values()] + [stop.wakeup])
+                    stop.drain()
+                    for worker in [w for w in list(running.values()) if w.process.sentinel in ready]:
+                        reap(worker)
+                elif pending:
+                    raise RuntimeError(f"job table deadlock: {[j.id for j in pending]} cannot start")
+            if stop.names:
+                result.interrupted = stop.names[0]
+                for worker in running.values():
+                    worker.process.terminate()
+                deadline = time.monotonic() + 20
+                for worker in list(running.values()):
+                    worker.process.join(max(0.1, deadline - time.monotonic()))
+                    if worker.process.is_alive():
+                        worker.process.kill()
+                    reap(worker, interrupted=result.interrupted)
+        finally:
+            bar.close()
     return result
+
+
+class _StopSignals:
+    """SIGTERM / SIGINT only note their name and wake the scheduler's wait (a self-pipe), so the run stops
+    between steps, never halfway through starting a worker or writing run.json."""
+
+    def __init__(self):
+        self.names: list[str] = []
+        self._previous: dict = {}
+        self._wakeup_previous = -1
+        self._active = threading.current_thread() is threading.main_thread()
+        self._read, self._write = os.pipe()
+        for fd in (self._read, self._write):
+            os.set_blocking(fd, False)
+
+    @property
+    def wakeup(self) -> int:
+        return self._read
+
+    def drain(self) -> None:
+        try:
+            while os.read(self._read, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _note(self, signum, frame) -> None:
+        self.names.append(signal.Signals(signum).name)
+
+    def __enter__(self) -> "_StopSignals":
+        if self._active:
+            self._wakeup_previous = signal.set_wakeup_fd(self._write)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._note)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._active:
+            for sig, handler in self._previous.items():
+                signal.signal(sig, handler)
+            signal.set_wakeup_fd(self._wakeup_previous)
+        os.close(self._read)
+        os.close(self._write)

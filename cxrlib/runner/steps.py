@@ -31,9 +31,3 @@ def fold_metrics(job: Job, ctx) -> None:
         raise ArtifactError(f"{path}: no test rows (split == 'test')")
     io.write_json(fold_dir / "metrics.json", json_safe({"fold": job.fold, **score(frame, classes)}))
 
-
-def write_index(job: Job, ctx) -> None:
-    """Write the run's summary page ``index.html``."""
-    from ..report import write_index as write
-
-    write(ctx.run_dir, exclude=(job.id,))
