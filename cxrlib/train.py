@@ -491,6 +491,8 @@ def train_fold(cfg: StudyConfig, run_dir: str | os.PathLike, task: str, fold: in
     d = Dist.from_env()
     own_group = d.world > 1 and not dist.is_initialized()
     device = resolve_device(cfg.train.device, d.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if own_group:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
