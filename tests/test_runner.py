@@ -336,10 +336,11 @@ def test_cli_dry_run_lists_the_table_and_writes_nothing(cli_env, capsys):
     tmp_path, base = cli_env
     assert cli.main(base + ["--dry-run"]) == 0
     out = capsys.readouterr().out
-    for i, jid in enumerate(["explore", "splits:binary", "train:binary/fold0", "train:binary/fold2",
-                             "evaluate:binary", "gradcam:binary", "summary"]):
-        assert jid in out
-    assert "pending" in out and "done" not in out.split("\n", 1)[1].split("run folder")[0].replace("status", "")
+    rows = [line.split() for line in out.splitlines() if line[:1].isdigit()]
+    assert [r[2] for r in rows] == ["explore", "splits:binary", "train:binary/fold0", "train:binary/fold1",
+                                    "train:binary/fold2", "evaluate:binary", "gradcam:binary", "summary"]
+    assert [r[0] for r in rows] == [str(i) for i in range(8)] and {r[5] for r in rows} == {"pending"}
+    assert rows[5][4] == "2,3,4" and "binary/{splits.csv,quality.csv}" in out
     assert "stages (e.g. for sbatch --array): prepare 0-1, train 2-4, evaluate 5-6, summary 7" in out
     assert not (tmp_path / "results").exists()
 

@@ -70,7 +70,9 @@ def _main(args: argparse.Namespace, kernel_name: str) -> int:
     cfg = load_config(params_file, overrides)
     check_data_root(cfg.data.root)
 
-    tasks = tuple(args.tasks or cfg.tasks)
+    tasks = tuple(dict.fromkeys(args.tasks or cfg.tasks))
+    if args.parallel < 1:
+        raise ConfigError(f"--parallel {args.parallel}: needs at least 1 job at a time")
     run_dir = (Path(args.results) / (args.run or cfg.name)).resolve()
     spec = RunSpec(cfg=cfg, run_dir=run_dir, params_file=params_file, overrides=tuple(overrides), tasks=tasks)
     jobs = build_jobs(spec)
