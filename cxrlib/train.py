@@ -372,6 +372,8 @@ def fit(model: nn.Module, data: FoldData, t: TrainConfig, out_dir: Optional[Path
     steps_ready = None
     if last is not None and last.exists():
         state = torch.load(last, map_location="cpu", weights_only=True)
+        if state.get("params") != meta.get("params"):
+            raise CxrError(f"{last}: an interrupted run with other params; pass force=True (--force) to start over")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if sched is not None and state.get("scheduler") is not None:
@@ -426,7 +428,7 @@ def fit(model: nn.Module, data: FoldData, t: TrainConfig, out_dir: Optional[Path
                             "scheduler": sched.state_dict() if sched is not None else None,
                             "scaler": steps.scaler.state_dict(), "epoch": epoch, "history": history,
                             "best_val_loss": best_loss, "best_epoch": best_epoch, "bad_epochs": bad,
-                            "rng": torch.get_rng_state()}, tmp)
+                            "rng": torch.get_rng_state(), "params": meta.get("params")}, tmp)
         echo(f"epoch {epoch}/{t.epochs} train_loss={row['train_loss']:.4f} train_acc={row['train_acc']:.3f} "
              f"val_loss={val_loss:.4f} val_acc={val_acc:.3f} lr={lr:.2e} {row['seconds']:.1f}s "
              f"{row['images_per_s']:.0f} img/s" + (" *" if improved else ""))

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from cxrlib import io
+from cxrlib.errors import CxrError
 from cxrlib.models import load_checkpoint
 from cxrlib.train import HISTORY_COLUMNS, LAST, epoch_indices, split_batches, train_fold
 from train_helpers import CLASSES, make_run, smoke_config
@@ -79,6 +80,8 @@ def test_resume_continues_at_the_next_epoch_and_matches_an_uninterrupted_run(tmp
     assert (out / LAST).exists() and not (out / "train.json").exists()
     assert pd.read_csv(out / "history.csv")["epoch"].tolist() == [1, 2]
 
+    with pytest.raises(CxrError, match="other params.*force=True"):
+        train_fold(smoke_config(tmp_path, "train.epochs=3", "train.lr=0.5"), run_b, "multiclass", 1, progress=False)
     seen = []
     resumed = train_fold(cfg, run_b, "multiclass", 1, progress=False, callback=lambda r: seen.append(r["epoch"]))
     assert seen == [3] and resumed.info["resumed_from_epoch"] == 2 and not (out / LAST).exists()
