@@ -182,6 +182,17 @@ def test_half_written_job_is_redone_and_upstream_change_makes_dependants_stale(t
     assert status == {"a": UPTODATE, "b": UPTODATE, "c": UPTODATE, "d": DONE, "summary": DONE}
 
 
+def test_scratch_files_survive_a_resume_but_not_a_redo(tmp_path):
+    ctx = ctx_for(tmp_path)
+    job = Job(id="t", kind="t", stage=0, outputs=("t/a.json", "t/b.json"), steps=(write_outputs,),
+              scratch=("t/checkpoint_last.pt",))
+    checkpoint = ctx.run_dir / "t" / "checkpoint_last.pt"
+    io.write_text(checkpoint, "epoch 3")  # an interrupted attempt: no outputs yet
+    run([job], ctx)
+    assert checkpoint.exists()  # resumed: the job itself decides what to do with it
+    assert run([job], ctx, force=True).ok and not checkpoint.exists()
+
+
 def test_markers_limit_what_dependants_compare_against(tmp_path):
     ctx = ctx_for(tmp_path)
     up = Job(id="up", kind="t", stage=0, outputs=("up/train.json", "up/metrics.json"), steps=(write_outputs,),

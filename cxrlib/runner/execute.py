@@ -63,8 +63,9 @@ def side_files(job: Job, run_dir: Path) -> list[Path]:
 
 
 def remove_outputs(job: Job, run_dir: Path) -> None:
-    """Delete a job's outputs and side files (before redoing it with --force or after an upstream change)."""
-    for path in [Path(run_dir) / rel for rel in job.outputs] + side_files(job, run_dir):
+    """Delete a job's outputs, side files and scratch files (before redoing it with --force or after an
+    upstream change)."""
+    for path in [Path(run_dir) / rel for rel in job.outputs + job.scratch] + side_files(job, run_dir):
         path.unlink(missing_ok=True)
 
 

@@ -48,6 +48,9 @@ class Job:
     #: outputs that dependants are compared against for staleness (default: all); e.g. train.json, not the
     #: fold's metrics.json, which the evaluation rewrites
     markers: tuple[str, ...] = ()
+    #: files that are not outputs but belong to an attempt (a resume checkpoint): kept when an interrupted job
+    #: is resumed, deleted with the outputs when it is redone from scratch (--force, or an input changed)
+    scratch: tuple[str, ...] = ()
 
     @property
     def slug(self) -> str:
@@ -105,7 +108,7 @@ def build_jobs(spec: RunSpec) -> list[Job]:
                 # train.json is written last by training, metrics.json by the step after the notebook
                 outputs=tuple(f"{d}/{name}" for name in (
                     "model.pt", "history.csv", "predictions.csv", "train.json", NB_TRAIN, "metrics.json")),
-                markers=(f"{d}/train.json",),
+                markers=(f"{d}/train.json",), scratch=(f"{d}/checkpoint_last.pt",),
             ))
     for task in spec.tasks:
         folds = tuple(f"train:{task}/fold{k}" for k in spec.folds)
