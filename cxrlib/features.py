@@ -30,7 +30,7 @@ class FeatureCache:
         x = self.plain[idx]
         if flip is None or self.flipped is None:
             return x
-        return torch.where(flip[:, None], self.flipped[idx], x)
+        return torch.where(flip.to(x.device)[:, None], self.flipped[idx], x)
 
 
 @torch.inference_mode()

@@ -42,7 +42,7 @@ from .data.splits import read_splits, split_of
 from .errors import ArtifactError, CxrError
 from .features import FeatureCache, build_feature_cache
 from .inference import eval_tensor, predict_probs
-from .models import build_model, save_checkpoint, set_train_mode, unwrap
+from .models import build_model, head_name, save_checkpoint, set_train_mode, unwrap
 from .transforms import Augment, as_uint8_batch, check_batch_stats
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s"]
@@ -322,8 +322,6 @@ class _Steps:
 
 
 def _head_of(model: nn.Module) -> str:
-    from .models import head_name
-
     return head_name(unwrap(model).cxr_arch)
 
 
