@@ -71,7 +71,7 @@ def remove_outputs(job: Job, run_dir: Path) -> None:
 
 def clean_temps(job: Job, run_dir: Path) -> None:
     """Remove temporary files that an interrupted earlier attempt left beside this job's outputs."""
-    for path in [Path(run_dir) / rel for rel in job.outputs] + side_files(job, run_dir):
+    for path in [Path(run_dir) / rel for rel in job.outputs + job.scratch] + side_files(job, run_dir):
         if path.parent.is_dir():
             for tmp in path.parent.glob(f".{path.name}.*.tmp"):
                 tmp.unlink(missing_ok=True)
