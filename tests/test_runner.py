@@ -223,7 +223,7 @@ def test_parallel_pool_overlaps_jobs_and_sets_each_jobs_env(tmp_path):
     jobs = [pyjob(f"j{i}", step=nap) for i in range(4)]
     t0 = time.monotonic()
     result = run(jobs, ctx, parallel=2, gpus=["0", "1"])
-    assert result.ok and time.monotonic() - t0 < 4.0 * 0.9  # 4 one-second jobs, two at a time
+    assert result.ok and time.monotonic() - t0 < 3.95  # 4 one-second jobs: one at a time takes >= 4 s
     envs = [io.read_json(ctx.run_dir / f"j{i}" / "out0.json")["env"] for i in range(4)]
     cores = len(os.sched_getaffinity(0))
     assert all(e["OMP_NUM_THREADS"] == str(max(1, cores // 2)) for e in envs)
