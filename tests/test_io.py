@@ -32,3 +32,14 @@ def test_csv_and_numpy_json(tmp_path):
     assert pd.read_csv(tmp_path / "t.csv")["a"].tolist() == [1, 2]
     io.write_json(tmp_path / "n.json", {"x": np.float32(0.5), "v": np.arange(2)})
     assert io.read_json(tmp_path / "n.json") == {"x": 0.5, "v": [0, 1]}
+
+
+def test_results_are_readable_by_others(tmp_path):
+    import os
+    import stat
+
+    p = io.write_text(tmp_path / "index.html", "<html></html>")
+    mode = stat.S_IMODE(os.stat(p).st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask
