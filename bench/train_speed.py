@@ -149,7 +149,7 @@ def main() -> None:
     print(f"CPU threads: {torch.get_num_threads()}; resnet18, batch {BATCH}, {SIZE} px crops of {RESIZE} px, "
           f"{N_TRAIN} train + {N_VAL} val images in memory", flush=True)
     cxr_full, plain_full = [], []
-    for _ in range(2):  # interleaved, best of two: the machine may be shared
+    for _ in range(3):  # interleaved, best of three: the machine may be shared
         cxr_full.append(cxrlib_run(1, "none"))
         plain_full.append(plain_run(1, freeze=False))
     print(f"full:   cxrlib {max(cxr_full):7.1f} img/s   plain {max(plain_full):7.1f} img/s", flush=True)
