@@ -183,3 +183,30 @@ def test_job_index_runs_exactly_one_job(work, completed):
     assert {"binary/summary.json", "binary/03_evaluate.ipynb", "binary/03_evaluate.html"} <= set(changed)
     assert all(c.startswith("binary/") and ("fold" not in c or c.endswith("metrics.json")) for c in changed), changed
     assert "1 done" in proc.stderr
+
+
+def test_adding_the_other_task_reuses_the_run_and_summarises_both(work, completed):
+    run_dir = work["run_dir"]
+    assert completed[0].returncode == 0
+    before = {p: t for p, t in snapshot(run_dir).items() if "binary" in p.relative_to(run_dir).parts}
+    proc = run_all(work["data"], work["results"], "e2e")  # all tasks of the params: multiclass joins binary
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    after = snapshot(run_dir)
+    assert all(after[p] == t for p, t in before.items())  # the finished task is untouched
+    for k in range(3):
+        assert (run_dir / "multiclass" / f"fold{k}" / "metrics.json").is_file()
+    summary = json.loads((run_dir / "multiclass" / "summary.json").read_text())
+    assert summary["classes"] == ["normal", "viral_pneumonia", "covid19"]
+    page = (run_dir / "index.html").read_text()
+    assert "Task: binary" in page and "Task: multiclass" in page
+    assert (run_dir / "multiclass" / "04_gradcam_gallery.html").is_file()
+
+
+def test_summary_notebook_runs_under_nbval_on_the_run(work, completed, tmp_path):
+    from nbval_helper import run_notebook_under_nbval
+
+    assert completed[0].returncode == 0
+    index = work["run_dir"] / "index.html"
+    before = index.stat().st_mtime_ns
+    run_notebook_under_nbval(ROOT / "notebooks" / "05_summary.ipynb", tmp_path, {"run_dir": str(work["run_dir"])})
+    assert index.stat().st_mtime_ns > before and "Task: binary" in index.read_text()

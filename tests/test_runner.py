@@ -228,7 +228,7 @@ def test_parallel_pool_overlaps_jobs_and_sets_each_jobs_env(tmp_path):
     cores = len(os.sched_getaffinity(0))
     assert all(e["OMP_NUM_THREADS"] == str(max(1, cores // 2)) for e in envs)
     assert sorted(e["CUDA_VISIBLE_DEVICES"] for e in envs[:2]) == ["0", "1"]
-    assert job_env(0, 1, ["0", "1"], 8) == {}  # one job at a time: the environment is left alone
+    assert job_env(0, 1, ["0", "1"], 8) == {"CXR_PROGRESS": "0"}  # one job at a time: only the tqdm bar is off
     assert job_env(3, 2, ["4", "5"], 8)["CUDA_VISIBLE_DEVICES"] == "5"
 
 

@@ -11,7 +11,7 @@ from cxrlib import io
 from cxrlib.errors import CxrError
 from cxrlib.models import load_checkpoint
 from cxrlib.train import HISTORY_COLUMNS, LAST, epoch_indices, split_batches, train_fold
-from train_helpers import CLASSES, make_run, smoke_config
+from train_helpers import CLASSES, REPO, SMOKE, make_run, smoke_config
 
 torch.set_num_threads(1)
 
@@ -133,3 +133,15 @@ def test_a_trailing_batch_of_one_joins_the_previous():
     sizes = [len(b) for b in split_batches(torch.arange(9), 4)]
     assert sizes == [4, 5]
     assert [len(b) for b in split_batches(torch.arange(10), 4)] == [4, 4, 2]
+
+
+def test_train_notebook_runs_under_nbval(tmp_path):
+    from nbval_helper import run_notebook_under_nbval
+
+    run_dir = make_run(tmp_path, per_class=6)
+    run_notebook_under_nbval(REPO / "notebooks" / "02_train_fold.ipynb", tmp_path / "nb", {
+        "run_dir": str(run_dir), "params_file": str(SMOKE), "task": "multiclass", "fold": 1,
+        "overrides": [f"data.cache_dir={tmp_path / 'cache'}", "train.device=cpu"],
+    })
+    fold = run_dir / "multiclass" / "fold1"
+    assert all((fold / name).is_file() for name in ("model.pt", "history.csv", "predictions.csv", "train.json"))

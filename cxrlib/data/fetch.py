@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import hashlib
 import http.client
 import os
 import re
@@ -32,6 +31,7 @@ from tqdm.auto import tqdm
 
 from .. import io
 from ..errors import CxrError, DataError
+from .images import file_sha256
 
 DEFAULT_BASE_URL = "https://github.com"
 BASE_URL_ENV = "CXR_FETCH_BASE_URL"
@@ -165,14 +165,6 @@ def _record(dest: Path, name: str, record: dict) -> None:
     sources = read_manifest(dest)
     sources[name] = record
     io.write_json(dest / MANIFEST_NAME, {"sources": sources})
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------- download

@@ -164,7 +164,7 @@ def describe_exit(exitcode: int | None) -> str:
 
 def job_env(slot: int, parallel: int, gpus: Sequence[str], cores: int) -> dict[str, str]:
     """Environment for the job in worker ``slot``: one GPU per slot (round robin), threads split on CPU."""
-    env: dict[str, str] = {}
+    env: dict[str, str] = {"CXR_PROGRESS": "0"}  # no live viewer under papermill: per-epoch log lines only
     if parallel > 1 and gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
     if parallel > 1:
