@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 
 from . import io
 from .cam import make_cam
+from .cam.base import feature_grid
 from .cam.overlay import denormalise_gray, show
 from .data.images import decode_gray, load_images
 from .data.splits import read_splits
@@ -253,8 +254,12 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
 
 STATS_COLUMNS = [
     "fold", "path", "sha256", "true", "predicted", "correct", "target", "is_predicted", "is_true", "method", "layer",
-    "border_share", "center_share", "border_area", "lung_share", "lung_area", "road_cam", "road_random",
+    "grid_cells", "border_share", "center_share", "border_area", "lung_share", "lung_area", "road_cam", "road_random",
 ]
+
+#: A layer whose maps have fewer cells per side cannot tell border from centre: a bilinearly upsampled 2x2 map
+#: has odd terms only, so its mass in any centred band equals the band's area whatever its values.
+MIN_GRID_CELLS = 4
 
 
 def cam_stats(ex: ExampleSet, method: str = "gradcam", border: float = 0.12, road_samples: int = 16,
@@ -266,6 +271,8 @@ def cam_stats(ex: ExampleSet, method: str = "gradcam", border: float = 0.12, roa
     """
     h, w = ex.gray.shape[1:]
     area = border_area(h, w, border)
+    first_model = ex.models[int(ex.frame["fold"].iloc[0])] if len(ex) else next(iter(ex.models.values()))
+    grids = feature_grid(first_model, ex.layers, ex.inputs[:1]) if len(ex) else {}
     has_mask = np.array([m is not None for m in ex.masks])
     masks = np.stack([m if m is not None else np.zeros((h, w), bool) for m in ex.masks])
     rows = []
@@ -278,7 +285,8 @@ def cam_stats(ex: ExampleSet, method: str = "gradcam", border: float = 0.12, roa
                 rows.append({
                     "fold": r.fold, "path": r.path, "sha256": r.sha256, "true": r.true, "predicted": r.predicted,
                     "correct": bool(r.correct), "target": target, "is_predicted": target == r.predicted,
-                    "is_true": target == r.true, "method": method, "layer": layer, "border_share": bshare[i],
+                    "is_true": target == r.true, "method": method, "layer": layer,
+                    "grid_cells": min(grids[layer]), "border_share": bshare[i],
                     "center_share": 1.0 - bshare[i], "border_area": area, "lung_share": lshare[i],
                     "lung_area": masks[i].mean() if has_mask[i] else np.nan,
                 })
@@ -308,23 +316,36 @@ def cam_stats(ex: ExampleSet, method: str = "gradcam", border: float = 0.12, roa
     return stats
 
 
+def shortcut_layer(stats: pd.DataFrame) -> str:
+    """The deepest layer whose maps have at least MIN_GRID_CELLS cells per side (else the deepest layer)."""
+    order = list(dict.fromkeys(stats["layer"]))
+    cells = stats.groupby("layer")["grid_cells"].min()
+    usable = [layer for layer in order if cells[layer] >= MIN_GRID_CELLS]
+    return usable[-1] if usable else order[-1]
+
+
 def summarise_cam_stats(stats: pd.DataFrame, layer: str | None = None) -> pd.DataFrame:
-    """Per true class, maps of the predicted class at ``layer`` (the deepest by default): mean shares and ROAD."""
+    """Per true class, maps of the predicted class at ``layer`` (default: shortcut_layer): mean shares and ROAD.
+
+    ROAD columns always come from the deepest layer (see cam_stats).
+    """
     if stats.empty:
         return pd.DataFrame()
-    layer = layer or stats["layer"].iloc[-1]
-    sel = stats[(stats["layer"] == layer) & stats["is_predicted"]]
-    return sel.groupby("true", sort=False).agg(
+    layer = layer or shortcut_layer(stats)
+    deepest = list(dict.fromkeys(stats["layer"]))[-1]
+    pred = stats[stats["is_predicted"]]
+    sel = pred[pred["layer"] == layer]
+    road = pred[pred["layer"] == deepest].groupby("true", sort=False)
+    out = sel.groupby("true", sort=False).agg(
+        layer=("layer", "first"),
         n=("path", "size"),
         accuracy=("correct", "mean"),
         border_share=("border_share", "mean"),
         border_area=("border_area", "first"),
         lung_share=("lung_share", "mean"),
         lung_area=("lung_area", "mean"),
-        road_cam=("road_cam", "mean"),
-        road_random=("road_random", "mean"),
-        road_n=("road_cam", "count"),
     )
+    return out.join(road[["road_cam", "road_random"]].mean()).join(road["road_cam"].count().rename("road_n"))
 
 
 def write_cam_stats(run_dir: str | os.PathLike, task: str, stats: pd.DataFrame) -> Path:

@@ -117,6 +117,37 @@ def test_cam_stats_rows_and_road(examples, fake_run):
     assert list(back.columns) == gallery.STATS_COLUMNS and len(back) == len(stats)
     summary = gallery.summarise_cam_stats(stats)
     assert set(summary.index) == set(examples.frame["true"]) and summary["road_n"].sum() == 3
+    cells = stats.groupby("layer", sort=False)["grid_cells"].first()
+    assert list(cells) == sorted(cells, reverse=True)  # each ResNet stage halves the grid
+    expected = [layer for layer, c in cells.items() if c >= gallery.MIN_GRID_CELLS][-1]
+    assert (summary["layer"] == expected).all() and gallery.shortcut_layer(stats) == expected
+
+
+def test_a_two_by_two_map_cannot_tell_border_from_centre():
+    """Why the shortcut summary skips layers under MIN_GRID_CELLS: any upsampled 2x2 map has the band's area as share."""
+    import torch
+
+    from cxrlib.cam.base import scale_maps
+    from cxrlib.shortcuts import border_area, border_share
+
+    gen = torch.Generator().manual_seed(0)
+    coarse = scale_maps(torch.rand((6, 2, 2), generator=gen), (64, 64)).numpy()
+    np.testing.assert_allclose(border_share(coarse, 0.12), border_area(64, 64, 0.12), atol=1e-6)
+    finer = scale_maps(torch.rand((6, 4, 4), generator=gen), (64, 64)).numpy()
+    assert np.abs(border_share(finer, 0.12) - border_area(64, 64, 0.12)).max() > 0.02
+
+
+def test_feature_grid_reports_each_layers_size():
+    import torch
+    from torchvision.models import resnet18
+
+    from cxrlib.cam.base import feature_grid
+    from cxrlib.models import cam_layers
+
+    model = resnet18(num_classes=3).eval()
+    grid = feature_grid(model, cam_layers("resnet18"), torch.zeros(1, 3, 64, 64))
+    assert grid == {"relu": (32, 32), "layer1": (16, 16), "layer2": (8, 8), "layer3": (4, 4), "layer4": (2, 2)}
+    assert not any(m._forward_hooks for m in model.modules())  # hooks released
 
 
 def test_figures_are_saved(examples, tmp_path):

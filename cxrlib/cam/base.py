@@ -36,6 +36,25 @@ class CamResult:
         return e / e.sum(axis=1, keepdims=True)
 
 
+def feature_grid(model: torch.nn.Module, layers: Mapping[str, str] | Sequence[str], x: torch.Tensor) -> dict[str, tuple[int, int]]:
+    """``{label: (h, w)}``: the spatial size of each layer's output for input ``x`` (one forward, no gradients)."""
+    sizes: dict[str, tuple[int, int]] = {}
+
+    def record(label: str):
+        def hook(_module, _inputs, out) -> None:  # returning a value would replace the layer's output
+            sizes.setdefault(label, tuple(out.shape[-2:]))
+        return hook
+
+    handles = [module.register_forward_hook(record(label)) for label, module in resolve_layers(model, layers).items()]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return sizes
+
+
 def resolve_layers(model: torch.nn.Module, layers: Mapping[str, str] | Sequence[str] | str) -> dict[str, torch.nn.Module]:
     """``{label: module}`` for a mapping label -> dotted module name, or a list of dotted names (label = name)."""
     if isinstance(layers, str):
