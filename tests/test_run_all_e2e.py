@@ -210,3 +210,21 @@ def test_summary_notebook_runs_under_nbval_on_the_run(work, completed, tmp_path)
     before = index.stat().st_mtime_ns
     run_notebook_under_nbval(ROOT / "notebooks" / "05_summary.ipynb", tmp_path, {"run_dir": str(work["run_dir"])})
     assert index.stat().st_mtime_ns > before and "Task: binary" in index.read_text()
+
+
+@pytest.mark.parametrize("notebook, extra", [
+    ("03_evaluate", {}),
+    ("04_gradcam_gallery", {"fold": "all", "n_examples": 2}),
+])
+def test_report_notebooks_run_under_nbval_on_a_trained_run(work, completed, tmp_path, notebook, extra):
+    """nbval on artifacts of a real (tiny) training run, in a copy so the run itself stays untouched."""
+    from nbval_helper import run_notebook_under_nbval
+
+    assert completed[0].returncode == 0
+    run_copy = tmp_path / "run"
+    shutil.copytree(work["run_dir"], run_copy)
+    params = {"run_dir": str(run_copy), "task": "binary", "params_file": str(ROOT / "params" / "smoke.yaml"),
+              "overrides": ["split.n_folds=3", f"data.cache_dir={Path(work['results']).parent / 'cache'}"], **extra}
+    run_notebook_under_nbval(ROOT / "notebooks" / f"{notebook}.ipynb", tmp_path / "nb", params)
+    written = "summary.json" if notebook == "03_evaluate" else "cam_stats.csv"
+    assert (run_copy / "binary" / written).stat().st_mtime_ns > (work["run_dir"] / "binary" / written).stat().st_mtime_ns
