@@ -76,3 +76,13 @@ def test_cache_decodes_once_and_rebuilds_damaged_entries(tmp_path, gradient, mon
     cache = ImageCache(tmp_path / "cache", 16)
     cache.path_for(sha).write_bytes(b"garbage")
     assert np.array_equal(cache.get(sha, path), first[0])
+
+
+def test_cache_miss_refuses_a_file_whose_content_changed(tmp_path, gradient):
+    path = tmp_path / "g.png"
+    Image.fromarray(gradient).save(path)
+    old = file_sha256(path)
+    Image.fromarray(255 - gradient).save(path)  # replaced after the splits were made
+    with pytest.raises(DataError, match="content changed"):
+        load_images([str(path)], [old], 16, tmp_path / "cache")
+    assert not ImageCache(tmp_path / "cache", 16).path_for(old).exists()

@@ -110,6 +110,10 @@ class ImageCache:
             except (OSError, ValueError):
                 pass  # a damaged cache entry is rebuilt below
             target.unlink(missing_ok=True)
+        actual = file_sha256(path)  # never file another image's pixels under this hash
+        if actual != sha256:
+            raise DataError(f"{path}: content changed since it was scanned (sha256 {actual[:12]}…, expected "
+                            f"{sha256[:12]}…): rebuild the splits")
         return self.put(sha256, decode_gray(path))
 
 

@@ -61,7 +61,7 @@ def _strip_path(message: str, path: str) -> str:
 
 def index_path(cache_dir: str | os.PathLike, size: int) -> Path:
     """Where the scan index for ``size`` lives."""
-    return Path(cache_dir) / str(size) / INDEX_NAME
+    return Path(cache_dir).expanduser() / str(size) / INDEX_NAME
 
 
 def read_index(cache_dir: str | os.PathLike, size: int) -> pd.DataFrame:
