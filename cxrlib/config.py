@@ -129,6 +129,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: top level must be a mapping of sections")
     raw = apply_overrides(raw, overrides)
+    if overrides:
+        where += " with --set " + " ".join(overrides)
     return config_from_dict(raw, where=where)
 
 
@@ -147,7 +149,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
         node = raw
         parts = key.split(".")
         for part in parts[:-1]:
-            node = node.setdefault(part, {})
+            if node.get(part) is None:  # a missing or empty section (``evaluate:`` with nothing under it)
+                node[part] = {}
+            node = node[part]
             if not isinstance(node, dict):
                 raise ConfigError(f"override {key}: {part} is not a section")
         node[parts[-1]] = value
@@ -206,6 +210,11 @@ def _coerce(tp, value: Any, key: str, where: str):
             raise ConfigError(f"{where}: {key} must be an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
         return float(value)
@@ -237,6 +246,8 @@ def _check_values(cfg: StudyConfig, where: str) -> None:
     need(d.max_per_class is None or d.max_per_class >= 1, "data.max_per_class", "must be >= 1 or null")
     need(0 <= d.near_duplicate_bits <= 64, "data.near_duplicate_bits", "must be in 0..64")
     need(d.workers >= 1, "data.workers", "must be >= 1")
+    for key, seed in (("split.seed", s.seed), ("train.seed", t.seed), ("evaluate.seed", e.seed)):
+        need(seed >= 0, key, f"must be >= 0, got {seed}")
     need(s.n_folds >= 3, "split.n_folds", f"must be >= 3 (test, validation and training folds), got {s.n_folds}")
     need(cfg.model.freeze, "model.freeze", "must be none, backbone or a layer name")
     need(16 <= t.image_size <= d.resize, "train.image_size", f"must be between 16 and data.resize ({d.resize}), got {t.image_size}")

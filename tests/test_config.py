@@ -75,3 +75,11 @@ def test_every_shipped_params_file_validates():
     assert files, "params/*.yaml missing"
     for f in files:
         load_config(f)
+
+
+def test_exponent_floats_empty_sections_and_seeds(tmp_path):
+    p = write(tmp_path, "train:\n  lr: 1e-4\nevaluate:\n")
+    cfg = load_config(p, ["train.weight_decay=5e-5", "evaluate.bootstrap=10"])
+    assert cfg.train.lr == 1e-4 and cfg.train.weight_decay == 5e-5 and cfg.evaluate.bootstrap == 10
+    with pytest.raises(ConfigError, match=r"train.seed.*--set train.seed=-1|--set train.seed=-1.*train.seed"):
+        load_config(p, ["train.seed=-1"])
