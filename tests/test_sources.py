@@ -90,8 +90,8 @@ def test_kaggle_detection_needs_release_name_or_covid_folder(tmp_path):
         ("Pneumonia", "other"),
         ("ARDS", "other"),
         ("Tuberculosis", "other"),
-        ("Unknown", "other"),
-        ("todo", "other"),
+        ("Unknown", None),
+        ("todo", None),
         ("", None),
         ("  ", None),
     ],
@@ -116,9 +116,10 @@ def test_cohen_filters_views_and_modality_and_counts_missing_images(tmp_path):
         _cohen_row("6", "COVID-19", "Axial", "CT", "e.jpg"),
         _cohen_row("7", "COVID-19", "Coronal", "CT", "vol.nii.gz", folder="volumes"),
         _cohen_row("8", "Pneumonia/Fungal/Pneumocystis", "PA", "X-ray", "f.jpg"),
-        _cohen_row("9", "todo", "PA", "X-ray", "gone.jpg"),
+        _cohen_row("9", "Pneumonia/Viral/Influenza", "PA", "X-ray", "gone.jpg"),
         _cohen_row("10", "COVID-19", "PA", "X-ray", "also-gone.png"),
         _cohen_row("11", "", "PA", "X-ray", "g.jpg"),
+        _cohen_row("12", "todo", "PA", "X-ray", "h.jpg"),  # not yet determined: could be COVID-19
     ]
     repo = make_metadata_repo(tmp_path, "covid-chestxray-dataset", rows, missing=("gone.jpg", "also-gone.png"))
     assert cohen.detect(repo)
@@ -132,7 +133,7 @@ def test_cohen_filters_views_and_modality_and_counts_missing_images(tmp_path):
     assert rows_by_name["c.png"]["patient_id"] == "4"
     assert set(table["source"]) == {"cohen"}
     assert table.attrs["skipped"] == 2
-    assert table.attrs["dropped"] == {"modality": 2, "view": 1, "empty_finding": 1, "duplicate": 0}
+    assert table.attrs["dropped"] == {"modality": 2, "view": 1, "empty_finding": 2, "duplicate": 0}
 
 
 def test_cohen_custom_views_and_duplicate_rows(tmp_path):

@@ -435,6 +435,7 @@ def fetch_source(
         raise DataError(f"{archive}: unpacked without {source.marker}; the repository layout is not the expected one")
     if unpacked != target:
         old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)  # left over by an interrupted --force
         os.replace(target, old)
         os.replace(unpacked, target)
         shutil.rmtree(old)

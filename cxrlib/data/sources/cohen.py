@@ -68,15 +68,19 @@ def detect(folder: Path) -> bool:
     return (folder / "metadata.csv").is_file() and (folder / "images").is_dir()
 
 
+_UNDETERMINED_FINDINGS = frozenset({"todo", "unknown", "inconclusive"})
+
+
 def finding_label(finding: str) -> str | None:
-    """Canonical label of a ``finding`` value; None when it is empty.
+    """Canonical label of a ``finding`` value; None when it is empty or not yet determined (todo, unknown).
 
     Any comma-separated part ending in COVID-19 -> covid19; ``Pneumonia/Viral/...`` or a viral organism ->
     viral_pneumonia; ``Pneumonia/Bacterial/...`` or a bacterial organism -> bacterial_pneumonia;
-    ``No Finding``/``normal`` -> normal; anything else (fungal, lipoid, plain Pneumonia, todo...) -> other.
+    ``No Finding``/``normal`` -> normal; anything else (fungal, lipoid, plain Pneumonia...) -> other.
+    An undetermined finding could be COVID-19, so it is dropped (and counted), never called ``other``.
     """
     parts = [" ".join(p.split()).lower() for p in str(finding).split(",")]
-    parts = [p for p in parts if p]
+    parts = [p for p in parts if p and p not in _UNDETERMINED_FINDINGS]
     if not parts:
         return None
     if any(p.endswith("covid-19") or p.endswith("covid19") for p in parts):
