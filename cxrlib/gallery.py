@@ -319,6 +319,8 @@ def cam_stats(ex: ExampleSet, method: str = "gradcam", border: float = 0.12, roa
 def shortcut_layer(stats: pd.DataFrame) -> str:
     """The deepest layer whose maps have at least MIN_GRID_CELLS cells per side (else the deepest layer)."""
     order = list(dict.fromkeys(stats["layer"]))
+    if "grid_cells" not in stats.columns:  # cam_stats.csv written before grid sizes were recorded
+        return order[-1]
     cells = stats.groupby("layer")["grid_cells"].min()
     usable = [layer for layer in order if cells[layer] >= MIN_GRID_CELLS]
     return usable[-1] if usable else order[-1]
@@ -339,7 +341,7 @@ def summarise_cam_stats(stats: pd.DataFrame, layer: str | None = None) -> pd.Dat
     out = sel.groupby("true", sort=False).agg(
         layer=("layer", "first"),
         n=("path", "size"),
-        accuracy=("correct", "mean"),
+        correct_shown=("correct", "mean"),  # share correct among the shown examples (a selection quota)
         border_share=("border_share", "mean"),
         border_area=("border_area", "first"),
         lung_share=("lung_share", "mean"),

@@ -27,11 +27,20 @@ def load_run(run_dir: str | os.PathLike) -> dict:
 
 
 def run_tasks(run_dir: str | os.PathLike, run: dict | None = None) -> list[str]:
-    """Tasks of the run: as recorded in run.json, else the subfolders holding a splits.csv."""
+    """Tasks of the run: those recorded in run.json, then any other subfolder holding a splits.csv."""
     run = load_run(run_dir) if run is None else run
-    if run.get("tasks"):
-        return list(run["tasks"])
-    return sorted(p.parent.name for p in Path(run_dir).glob("*/splits.csv"))
+    found = sorted(p.parent.name for p in Path(run_dir).glob("*/splits.csv"))
+    return list(dict.fromkeys([*(run.get("tasks") or []), *found]))
+
+
+def safe_table(build, *args):
+    """``build(*args)``, or a short note naming what could not be read (one bad artifact never sinks the page)."""
+    from IPython.display import Markdown
+
+    try:
+        return build(*args)
+    except _READ_ERRORS as exc:
+        return Markdown(f"*could not read: {exc}*")
 
 
 def run_info(run: dict) -> pd.DataFrame:
@@ -60,9 +69,9 @@ def job_status(run: dict, exclude: Sequence[str] = ()) -> pd.DataFrame:
         rows.append({
             "index": entry["index"], "job": entry["id"], "status": state.get("status", "pending"),
             "seconds": state.get("seconds"), "error": state.get("error") or "", "notebook": state.get("notebook") or "",
-            "log": state.get("log") or "",
+            "log": state.get("log") or "", "commit": (state.get("git_commit") or "")[:10],
         })
-    return pd.DataFrame(rows, columns=["index", "job", "status", "seconds", "error", "notebook", "log"])
+    return pd.DataFrame(rows, columns=["index", "job", "status", "seconds", "commit", "error", "notebook", "log"])
 
 
 def read_summary(run_dir: str | os.PathLike, task: str) -> dict | None:
