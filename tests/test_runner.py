@@ -193,6 +193,52 @@ def test_scratch_files_survive_a_resume_but_not_a_redo(tmp_path):
     assert run([job], ctx, force=True).ok and not checkpoint.exists()
 
 
+@pytest.mark.parametrize("summary_after, outcome", [("b", FAILED), ("c", SKIPPED)])
+def test_soft_job_reruns_when_a_stale_dependency_fails_in_this_run(tmp_path, summary_after, outcome):
+    ctx = ctx_for(tmp_path)
+
+    def chain(b_step):  # a -> b -> c; the soft summary reads b or c
+        return [pyjob("a"), pyjob("b", ["a"], b_step), pyjob("c", ["b"]), pyjob("summary", [summary_after], soft=True)]
+
+    run(chain(write_outputs), ctx)
+    summary_out = ctx.run_dir / "summary" / "out0.json"
+    first = summary_out.stat().st_mtime_ns
+    time.sleep(0.01)
+    io.write_json(ctx.run_dir / "a" / "out0.json", {"remade": True})  # b is stale: its outputs get deleted
+    result = run(chain(fail), ctx)
+    assert result.outcomes[summary_after].status == outcome
+    assert result.outcomes["summary"].status == DONE  # it shows the failure, not the old results
+    assert summary_out.stat().st_mtime_ns > first
+
+
+def test_interrupted_job_whose_inputs_changed_starts_afresh(tmp_path):
+    ctx = ctx_for(tmp_path)
+    seen = tmp_path / "seen.txt"
+
+    def train(job, ctx):
+        checkpoint = ctx.run_dir / "t" / "checkpoint_last.pt"
+        seen.write_text(checkpoint.read_text() if checkpoint.exists() else "no checkpoint")
+        write_outputs(job, ctx)
+
+    up = pyjob("up")
+    job = Job(id="t", kind="t", stage=0, outputs=("t/a.json", "t/b.json"), depends=("up",), steps=(train,),
+              scratch=("t/checkpoint_last.pt",))
+    run([up], ctx)
+    checkpoint = ctx.run_dir / "t" / "checkpoint_last.pt"
+    io.write_text(checkpoint, "epoch 3 on the old split")  # interrupted: one output, a checkpoint
+    io.write_json(ctx.run_dir / "t" / "a.json", {"old": True})
+    time.sleep(0.01)
+    assert run([up, job], ctx, selected=[0], force=True).ok  # the split is remade
+
+    assert run([up, job], ctx, selected=[1]).ok
+    assert seen.read_text() == "no checkpoint"  # not resumed on the old split
+
+    io.write_text(checkpoint, "epoch 1 on the new split")  # interrupted again, inputs unchanged since
+    (ctx.run_dir / "t" / "b.json").unlink()
+    assert run([up, job], ctx).outcomes["up"].status == UPTODATE
+    assert seen.read_text() == "epoch 1 on the new split"  # resumed
+
+
 def test_markers_limit_what_dependants_compare_against(tmp_path):
     ctx = ctx_for(tmp_path)
     up = Job(id="up", kind="t", stage=0, outputs=("up/train.json", "up/metrics.json"), steps=(write_outputs,),
@@ -306,6 +352,19 @@ def test_notebook_jobs_render_atomically_and_failures_keep_the_partial_notebook(
     assert (ctx.run_dir / "bad" / "bad.failed.html").exists()
     assert record.read()["jobs"]["bad"]["notebook"] == "bad/bad.failed.ipynb"
     assert not list(ctx.run_dir.rglob(".*.tmp"))
+
+
+def test_unexportable_notebook_of_an_up_to_date_job_is_logged_not_fatal(tmp_path, caplog):
+    ctx = ctx_for(tmp_path)
+    ctx.html = True
+    io.write_text(ctx.run_dir / "a" / "a.ipynb", "{truncated")  # complete, but the notebook is corrupt
+    io.write_json(ctx.run_dir / "a" / "out0.json", {})
+    corrupt = Job(id="a", kind="t", stage=0, outputs=("a/out0.json", "a/a.ipynb"), rendered="a/a.ipynb",
+                  steps=(write_outputs,))
+    with caplog.at_level("WARNING", logger="cxrlib.runner.schedule"):
+        result = run([corrupt, pyjob("b")], ctx)
+    assert {k: o.status for k, o in result.outcomes.items()} == {"a": UPTODATE, "b": DONE}
+    assert any("a.ipynb: could not export to HTML" in r.getMessage() for r in caplog.records)
 
 
 # ------------------------------------------------------------------------------------------ CLI

@@ -165,6 +165,10 @@ def output_paths(job: Job, run_dir: str | os.PathLike) -> list[Path]:
     return [Path(run_dir) / rel for rel in job.outputs]
 
 
+def scratch_paths(job: Job, run_dir: str | os.PathLike) -> list[Path]:
+    return [Path(run_dir) / rel for rel in job.scratch]
+
+
 def is_complete(job: Job, run_dir: str | os.PathLike) -> bool:
     """True when every declared output of ``job`` exists."""
     return all(p.exists() for p in output_paths(job, run_dir))
@@ -175,8 +179,9 @@ def missing_outputs(job: Job, run_dir: str | os.PathLike) -> list[Path]:
 
 
 def is_stale(job: Job, by_id: dict[str, Job], run_dir: str | os.PathLike) -> bool:
-    """True when an output of ``job`` is older than an existing marker output of a dependency (make-style)."""
-    mine = [p.stat().st_mtime_ns for p in output_paths(job, run_dir) if p.exists()]
+    """True when an output or scratch file of ``job`` is older than an existing marker output of a dependency
+    (make-style); a stale scratch file means an interrupted attempt started on inputs that were remade since."""
+    mine = [p.stat().st_mtime_ns for p in output_paths(job, run_dir) + scratch_paths(job, run_dir) if p.exists()]
     if not mine:
         return False
     theirs = [

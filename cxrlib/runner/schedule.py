@@ -4,6 +4,7 @@ a local pool of worker processes, progress bar and run.json updates."""
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import signal
 import subprocess
@@ -18,6 +19,8 @@ from typing import Sequence
 from .execute import JobContext, Worker, clean_temps, collect, export_html, html_path, job_env, remove_outputs, spawn_job
 from .jobs import Job, is_complete, is_stale, missing_outputs
 from .state import RunRecord, now
+
+log = logging.getLogger(__name__)
 
 #: Outcome statuses of one invocation ("uptodate": complete outputs found, nothing run).
 DONE, UPTODATE, FAILED, SKIPPED = "done", "uptodate", "failed", "skipped"
@@ -130,6 +133,14 @@ def run_jobs(jobs: Sequence[Job], ctx: JobContext, selected: Sequence[int] | Non
                 return f"dependency {dep} not selected and incomplete ({missing} missing)"
         return None
 
+    def changed_inputs(job: Job) -> bool:
+        """True when this run changed (or, for a soft job, failed to remake) an input of ``job``: a hard job
+        reruns after a dependency was redone; a soft job after any dependency outcome other than up to date,
+        since a failed or skipped dependency has deleted or kept old outputs the job would otherwise reuse."""
+        if job.soft:
+            return any(dep in result.outcomes and result.outcomes[dep].status != UPTODATE for dep in job.depends)
+        return any(dep in ran for dep in job.depends)
+
     def start(job: Job, slot: int) -> None:
         log = log_path(job, run_dir)
         log.unlink(missing_ok=True)
@@ -169,11 +180,15 @@ def run_jobs(jobs: Sequence[Job], ctx: JobContext, selected: Sequence[int] | Non
                 finish(job, Outcome(SKIPPED, reason))
                 continue
             complete = is_complete(job, run_dir)
-            stale = complete and (any(dep in ran for dep in job.depends) or is_stale(job, by_id, run_dir))
+            stale = changed_inputs(job) or is_stale(job, by_id, run_dir)
             if complete and not stale and not force:
                 pending.remove(job)
                 if ctx.html and job.rendered and not html_path(run_dir / job.rendered).exists():
-                    export_html(run_dir / job.rendered)
+                    try:
+                        export_html(run_dir / job.rendered)
+                    except Exception as exc:  # a missing HTML copy must not stop the run
+                        log.warning("%s: could not export to HTML (%s: %s)", run_dir / job.rendered,
+                                    type(exc).__name__, exc)
                 if record is not None:
                     entry = (record.read() or {}).get("jobs", {}).get(job.id, {})
                     if entry.get("status") != DONE:
