@@ -1,7 +1,8 @@
 """External validation: the five fold models on a data root the study never trained on.
 
 Images are found with ``cxrlib.data.sources.discover`` (any supported layout), scanned, mapped to the task's
-classes, and every image whose content hash is in the run's ``<task>/splits.csv`` is excluded (and counted).
+classes, and every image that overlaps the run's ``<task>/splits.csv`` is excluded and counted: identical content
+hash, a near-duplicate by perceptual hash (``data.near_duplicate_bits``), or the same source-qualified patient.
 Each fold model predicts every image; the ensemble is the mean probability of the fold models. Metrics (with
 the same Wilson / bootstrap intervals as cross-validation) are reported for the ensemble and for each model,
 over all images and per source.
@@ -23,6 +24,7 @@ import pandas as pd
 
 from . import io
 from .data.images import load_images
+from .data.phash import near_duplicate_pairs
 from .data.scan import scan_table
 from .data.sources import discover
 from .data.splits import task_table
@@ -36,15 +38,36 @@ CHUNK = 256  # images decoded and predicted at a time
 ROW_METRICS = ("accuracy", "macro.f1", "macro.auc", "ece")
 
 
-def training_hashes(run_dir: str | os.PathLike, task: str) -> set[str]:
-    """Content hashes of every image in the run's splits (the images the fold models saw or were tested on)."""
+def training_images(run_dir: str | os.PathLike, task: str) -> pd.DataFrame:
+    """The run's splits (every image the fold models saw or were tested on): sha256, phash, source, patient_id."""
     path = Path(run_dir) / task / "splits.csv"
     if not path.is_file():
         raise ArtifactError(f"{path}: splits file is missing; it is needed to exclude training images")
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    if "sha256" not in table.columns:
-        raise ArtifactError(f"{path}: no sha256 column; cannot exclude training images")
-    return set(table["sha256"]) - {""}
+    missing = [c for c in ("sha256", "phash", "source", "patient_id") if c not in table.columns]
+    if missing:
+        raise ArtifactError(f"{path}: no {', '.join(missing)} column; cannot exclude training images")
+    return table
+
+
+def training_hashes(run_dir: str | os.PathLike, task: str) -> set[str]:
+    """Content hashes of every image in the run's splits."""
+    return set(training_images(run_dir, task)["sha256"]) - {""}
+
+
+def overlap_with_training(frame: pd.DataFrame, training: pd.DataFrame, near_bits: int) -> pd.Series:
+    """Why each external row overlaps the training data: "identical", "near_duplicate", "same_patient" or ""."""
+    reason = pd.Series("", index=frame.index, dtype=object)
+    patients = {f"{s}:{p}" for s, p in zip(training["source"], training["patient_id"]) if p}
+    same_patient = [bool(p) and f"{s}:{p}" in patients for s, p in zip(frame["source"], frame["patient_id"])]
+    reason[same_patient] = "same_patient"
+    hashes = training["phash"].tolist() + frame["phash"].tolist()
+    i, j = near_duplicate_pairs(hashes, near_bits)
+    n_train = len(training)
+    cross = (i < n_train) & (j >= n_train)
+    reason.iloc[np.unique(j[cross] - n_train)] = "near_duplicate"
+    reason[frame["sha256"].isin(set(training["sha256"]))] = "identical"
+    return reason
 
 
 def external_images(root: str | os.PathLike, cfg, task: str, progress: bool = False) -> tuple[pd.DataFrame, dict]:
@@ -145,15 +168,18 @@ def external_validate(
         raise DataError("evaluate.external is not set: give a data root for external validation")
     classes = cfg.task_classes(task)
     model_paths = _fold_models(run_dir, task, cfg.split.n_folds)
-    seen = training_hashes(run_dir, task)
+    training = training_images(run_dir, task)
     frame, counts = external_images(root, cfg, task, progress)
-    in_training = frame["sha256"].isin(seen)
-    counts["excluded_in_training"] = int(in_training.sum())
-    frame = frame[~in_training].reset_index(drop=True)
+    overlap = overlap_with_training(frame, training, cfg.data.near_duplicate_bits)
+    counts["excluded_in_training"] = int((overlap == "identical").sum())
+    counts["excluded_near_duplicate"] = int((overlap == "near_duplicate").sum())
+    counts["excluded_same_patient"] = int((overlap == "same_patient").sum())
+    frame = frame[overlap == ""].reset_index(drop=True)
     counts["evaluated"] = len(frame)
     if frame.empty:
-        raise DataError(f"{root}: all {counts['excluded_in_training']} task images are also in the training data "
-                        f"({Path(run_dir) / task / 'splits.csv'}); nothing left to validate on")
+        raise DataError(f"{root}: all {int((overlap != '').sum())} task images are also in the training data "
+                        f"(identical, near-duplicate or same patient; {Path(run_dir) / task / 'splits.csv'}); "
+                        "nothing left to validate on")
     device = resolve_device(device or cfg.train.device)
     predictions = predict_external(frame, model_paths, classes, cfg, device, progress)
     out_dir = Path(run_dir) / task / "external"
@@ -211,3 +237,14 @@ def external_table(report: dict, summary: dict | None = None) -> pd.DataFrame:
     table.loc["n images"] = [str(m.get("n", "")) for m in columns.values()]
     table.index.name = "metric"
     return table
+
+
+def external_validate_or_error(run_dir: str | os.PathLike, task: str, cfg, progress: bool = False
+                               ) -> tuple[dict[str, Any] | None, str | None]:
+    """external_validate, but a bad external root costs only this section: returns (report, None) or
+    (None, message). On failure a previous ``external.json`` is removed so the summary cannot show stale results."""
+    try:
+        return external_validate(run_dir, task, cfg, progress=progress), None
+    except (DataError, ArtifactError) as exc:
+        (Path(run_dir) / task / "external" / "external.json").unlink(missing_ok=True)
+        return None, str(exc)

@@ -159,3 +159,35 @@ def test_external_root_with_one_class(setup, tmp_path):
     assert ens["per_class"]["covid19"]["auc"]["value"] is None  # undefined without negatives
     assert ens["covid19"]["sensitivity"]["value"] == pytest.approx(
         (pd.read_csv(run / "multiclass" / "external" / "predictions.csv")["predicted"] == "covid19").mean())
+
+
+def test_overlap_with_training_names_identical_near_duplicate_and_same_patient():
+    from cxrlib.data.phash import dhash
+    from cxrlib.external import overlap_with_training
+
+    rng = np.random.default_rng(3)
+    imgs = [xray_like(rng, 64) for _ in range(4)]
+    training = pd.DataFrame({"sha256": ["s0", "s1"], "phash": [dhash(imgs[0]), dhash(imgs[1])],
+                             "source": ["site_a", "site_a"], "patient_id": ["p1", ""]})
+    brighter = np.clip(imgs[1].astype(int) + 6, 0, 255).astype(np.uint8)  # a re-exported copy of a training image
+    frame = pd.DataFrame({"sha256": ["s0", "x1", "x2", "x3"],
+                          "phash": [dhash(imgs[0]), dhash(brighter), dhash(imgs[2]), dhash(imgs[3])],
+                          "source": ["site_b", "site_b", "site_a", "site_b"], "patient_id": ["", "", "p1", "p1"]})
+    reason = overlap_with_training(frame, training, near_bits=10)
+    assert reason.tolist() == ["identical", "near_duplicate", "same_patient", ""]  # p1 of another source is another patient
+
+
+def test_a_bad_external_root_costs_only_the_external_section(setup, tmp_path):
+    from cxrlib.external import external_validate_or_error
+
+    run, _, cfg, _, overrides = setup
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    assert (copy / "multiclass" / "external" / "external.json").is_file()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad = load_config(None, [*overrides, f"evaluate.external={empty}"])
+    report, error = external_validate_or_error(copy, "multiclass", bad)
+    assert report is None and str(empty) in error
+    assert not (copy / "multiclass" / "external" / "external.json").exists()  # no stale results in the summary
+    assert "external" not in ev.summarize(copy, "multiclass", bad)
