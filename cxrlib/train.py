@@ -381,6 +381,8 @@ def fit(model: nn.Module, data: FoldData, t: TrainConfig, out_dir: Optional[Path
         first_epoch = state["epoch"] + 1
         torch.set_rng_state(state["rng"])
         steps_ready = state.get("scaler")
+        if d.main and best_epoch == state["epoch"] and _checkpoint_epoch(out_dir / "model.pt") != best_epoch:
+            save_checkpoint(out_dir / "model.pt", model, {**meta, "epoch": best_epoch})  # killed before model.pt
         echo(f"resuming at epoch {first_epoch} (best so far: epoch {best_epoch}, val_loss {best_loss:.4f})")
     steps = _Steps(model, data, t, device, d, use_cache, echo)
     if steps_ready:
@@ -417,9 +419,9 @@ def fit(model: nn.Module, data: FoldData, t: TrainConfig, out_dir: Optional[Path
         else:
             bad += 1
         if out_dir is not None and d.main:
-            if improved:
-                save_checkpoint(out_dir / "model.pt", model, {**meta, "epoch": epoch})
             io.write_csv(out_dir / "history.csv", pd.DataFrame(history, columns=HISTORY_COLUMNS))
+            # checkpoint_last before model.pt: a kill between the two leaves a last checkpoint whose own weights
+            # are the best ones, from which resume rewrites model.pt (never a model.pt newer than its record)
             with io.atomic_path(last) as tmp:
                 torch.save({"model": {k: v.cpu() for k, v in unwrap(model).state_dict().items()},
                             "optimizer": opt.state_dict(),
@@ -427,6 +429,8 @@ def fit(model: nn.Module, data: FoldData, t: TrainConfig, out_dir: Optional[Path
                             "scaler": steps.scaler.state_dict(), "epoch": epoch, "history": history,
                             "best_val_loss": best_loss, "best_epoch": best_epoch, "bad_epochs": bad,
                             "rng": torch.get_rng_state(), "params": meta.get("params")}, tmp)
+            if improved:
+                save_checkpoint(out_dir / "model.pt", model, {**meta, "epoch": epoch})
         echo(f"epoch {epoch}/{t.epochs} train_loss={row['train_loss']:.4f} train_acc={row['train_acc']:.3f} "
              f"val_loss={val_loss:.4f} val_acc={val_acc:.3f} lr={lr:.2e} {row['seconds']:.1f}s "
              f"{row['images_per_s']:.0f} img/s" + (" *" if improved else ""))
@@ -446,9 +450,19 @@ def fit(model: nn.Module, data: FoldData, t: TrainConfig, out_dir: Optional[Path
                      time.perf_counter() - start_time, steps.cache_seconds)
 
 
+def _checkpoint_epoch(path: Path) -> Optional[int]:
+    if not path.exists():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True).get("epoch")
+
+
 def _restore_best(model: nn.Module, best_state, out_dir: Optional[Path], best_epoch: int) -> None:
     if best_state is None and out_dir is not None and (out_dir / "model.pt").exists():
-        best_state = torch.load(out_dir / "model.pt", map_location="cpu", weights_only=True)["state_dict"]
+        saved = torch.load(out_dir / "model.pt", map_location="cpu", weights_only=True)
+        if saved.get("epoch") != best_epoch:
+            raise ArtifactError(f"{out_dir / 'model.pt'}: holds epoch {saved.get('epoch')}, but the best epoch is "
+                                f"{best_epoch}; retrain the fold with force=True (--force)")
+        best_state = saved["state_dict"]
     if best_state is not None:
         unwrap(model).load_state_dict(best_state)
     elif best_epoch:

@@ -145,3 +145,33 @@ def test_train_notebook_runs_under_nbval(tmp_path):
     })
     fold = run_dir / "multiclass" / "fold1"
     assert all((fold / name).is_file() for name in ("model.pt", "history.csv", "predictions.csv", "train.json"))
+
+
+def test_a_kill_between_the_last_checkpoint_and_model_pt_is_repaired_on_resume(tmp_path, monkeypatch):
+    """model.pt must always hold the best epoch's weights, whichever write a kill interrupts."""
+    import cxrlib.train as train
+
+    run = make_run(tmp_path)
+    cfg = smoke_config(tmp_path, "train.epochs=3", "train.patience=5")
+    out = run / "multiclass" / "fold0"
+    real_save = train.save_checkpoint
+
+    def killed_at_epoch_2(path, model, meta):
+        if meta["epoch"] == 2:
+            raise KeyboardInterrupt("killed after checkpoint_last, before model.pt")
+        return real_save(path, model, meta)
+
+    monkeypatch.setattr(train, "save_checkpoint", killed_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_fold(cfg, run, "multiclass", 0, progress=False)
+    monkeypatch.undo()
+    last = torch.load(out / LAST, map_location="cpu", weights_only=True)
+    if last["best_epoch"] != 2:
+        pytest.skip("epoch 2 did not improve on this platform; the kill window did not arise")
+    assert load_checkpoint(out / "model.pt")[1]["epoch"] == 1  # the kill left an older model.pt
+    result = train_fold(cfg, run, "multiclass", 0, progress=False)
+    model, meta = load_checkpoint(out / "model.pt")
+    assert meta["epoch"] == result.best_epoch
+    if result.best_epoch == 2:
+        for k, v in model.state_dict().items():
+            assert torch.equal(v, last["model"][k])
