@@ -18,7 +18,8 @@ from cxrlib.config import load_config
 from cxrlib.runner import cli, steps
 from cxrlib.runner.execute import JobContext, job_env
 from cxrlib.runner.jobs import Job, RunSpec, build_jobs, check_table, is_stale, stage_ranges
-from cxrlib.runner.schedule import DONE, FAILED, SKIPPED, UPTODATE, run_jobs
+from cxrlib.runner.schedule import DONE, FAILED, SKIPPED, UPTODATE, RunResult, run_jobs
+from cxrlib.runner import state
 from cxrlib.runner.state import RunRecord, params_diff
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -444,9 +445,64 @@ def test_cli_refuses_to_resume_with_other_params_unless_forced(cli_env, capsys, 
     assert cli.main(base + ["--job-index", "1", "--set", "train.lr=0.5"]) == 2
     err = capsys.readouterr().err
     assert "different params (train.lr)" in err and "--force" in err
-    assert cli.main(base + ["--job-index", "1", "--set", "train.lr=0.5", "--force"]) == 0
+
+    # --force redoes only what is selected, so with other params it must cover the whole run
+    for part in (["--job-index", "1"], ["--folds", "0"]):
+        assert cli.main(base + part + ["--set", "train.lr=0.5", "--force"]) == 2
+        err = capsys.readouterr().err
+        assert "would redo only part of it" in err and "new --run NAME" in err
+    selections = []
+    monkeypatch.setattr(cli, "run_jobs", lambda jobs, ctx, selected, **kw: selections.append(selected) or RunResult())
+    assert cli.main(base + ["--set", "train.lr=0.5", "--force"], kernel_name="python3") == 0
     data = json.loads((tmp_path / "results" / "r" / "run.json").read_text())
-    assert data["params"]["train"]["lr"] == 0.5 and len(data["invocations"]) == 2
+    assert selections == [list(range(8))] and data["params"]["train"]["lr"] == 0.5 and len(data["invocations"]) == 2
+
+    # a second task joins the run (whole table, so new params are fine); forcing one task alone is refused
+    assert cli.main(base + ["multiclass", "--force"], kernel_name="python3") == 0
+    assert cli.main(base + ["--set", "train.lr=0.5", "--force"], kernel_name="python3") == 2
+    assert "tasks ['multiclass'] are not selected" in capsys.readouterr().err
+    assert len(selections) == 2
+
+
+def test_run_record_says_which_commit_made_each_job(tmp_path, monkeypatch):
+    ctx = ctx_for(tmp_path)
+    cfg = load_config(None, [])
+    jobs = [pyjob("a"), pyjob("b", ["a"])]
+    for i, commit in enumerate(("c0ffee", "beef42")):  # two invocations on different code
+        monkeypatch.setattr(state, "git_info", lambda commit=commit: {"commit": commit, "dirty": commit == "beef42"})
+        record = RunRecord(ctx.run_dir)
+        record.start_invocation(cfg=cfg, params_file=None, overrides=[], tasks=["binary"], job_table=[], force=False)
+        run(jobs, ctx, selected=[i], record=record)
+        record.end_invocation(0, ["binary"])
+    data = record.read()
+    assert [(c["git_commit"], c["git_dirty"]) for c in data["invocations"]] == [("c0ffee", False), ("beef42", True)]
+    assert data["jobs"]["a"]["git_commit"] == "c0ffee" and data["jobs"]["b"]["git_commit"] == "beef42"
+    assert data["jobs"]["b"]["git_dirty"] is True and data["git"]["commit"] == "beef42"
+
+
+def test_invocation_on_one_task_keeps_the_others_in_the_record(tmp_path):
+    run_dir = tmp_path / "run"
+    cfg = load_config(None, [])
+    for task in ("multiclass", "binary"):
+        io.write_text(run_dir / task / "splits.csv", f"{task} split\n")
+
+    def table(tasks):
+        ids = ["explore"] + [f"{kind}:{t}" for t in tasks for kind in ("splits", "evaluate")] + ["summary"]
+        return [{"index": i, "id": jid, "kind": jid.partition(":")[0], "depends": [0], "outputs": []}
+                for i, jid in enumerate(ids)]
+
+    record = RunRecord(run_dir)
+    for tasks in (["multiclass", "binary"], ["binary"]):  # a finished run, then run_all.py --tasks binary
+        record.start_invocation(cfg=cfg, params_file=None, overrides=[], tasks=tasks, job_table=table(tasks),
+                                force=False)
+        record.end_invocation(0, tasks)
+    data = record.read()
+    assert data["tasks"] == ["multiclass", "binary"]
+    assert [(r["index"], r["id"]) for r in data["job_table"]] == [
+        (0, "explore"), (1, "splits:binary"), (2, "evaluate:binary"), (3, "summary"),
+        (None, "splits:multiclass"), (None, "evaluate:multiclass")]
+    assert "depends" not in data["job_table"][-1]  # its indices belonged to the earlier table
+    assert set(data["data_fingerprint"]["splits"]) == {"multiclass", "binary"}
 
 
 def test_params_diff_names_nested_keys():

@@ -91,7 +91,7 @@ def _main(args: argparse.Namespace, kernel_name: str) -> int:
         if missing:
             raise ArtifactError(f"{ctx.notebooks_dir}: notebooks {missing} not found")
     record = RunRecord(run_dir)
-    _check_params(record, cfg, args.force)
+    _check_params(record, cfg, args.force, partial=_partial(record, selected, jobs, tasks))
     if args.job_index is not None:
         _check_inputs(jobs, jobs[args.job_index], run_dir)
 
@@ -124,17 +124,38 @@ def _select(jobs, args, n_folds: int) -> list[int]:
     return [i for i, job in enumerate(jobs) if job.fold is None or job.fold in folds]
 
 
-def _check_params(record: RunRecord, cfg, force: bool) -> None:
+def _partial(record: RunRecord, selected: Sequence[int], jobs, tasks: Sequence[str]) -> str | None:
+    """What this invocation leaves out of the run (a reason), or None when it covers the whole job table of
+    every task the run has."""
+    old = record.read() or {}
+    others = [t for t in old.get("tasks", []) if t not in tasks]
+    if others:
+        return f"tasks {others} are not selected"
+    if len(set(selected)) < len(jobs):
+        return f"only {len(set(selected))} of {len(jobs)} jobs are selected"
+    return None
+
+
+def _check_params(record: RunRecord, cfg, force: bool, partial: str | None = None) -> None:
+    """Refuse params that differ from the run's: without --force, and with --force when ``partial`` says the
+    selection would redo only some jobs (the others would keep outputs made with the old params)."""
     old = record.read()
-    if not old or "params" not in old or force:
+    if not old or "params" not in old or (force and not partial):
         return
     diff = params_diff(old["params"], plain(cfg.to_dict()))
-    if diff:
-        shown = ", ".join(diff[:8]) + (f" and {len(diff) - 8} more" if len(diff) > 8 else "")
+    if not diff:
+        return
+    shown = ", ".join(diff[:8]) + (f" and {len(diff) - 8} more" if len(diff) > 8 else "")
+    if force:
         raise ConfigError(
-            f"{record.path}: this run was made with different params ({shown}). Resuming would mix settings; "
-            "use the same params and --set values, pick a new --run NAME, or pass --force to redo it all."
+            f"{record.path}: this run was made with different params ({shown}), and --force would redo only part "
+            f"of it ({partial}), leaving the other jobs' outputs made with the old params. Run the whole job "
+            "table with --force (all tasks, no --job-index or --folds), or pick a new --run NAME."
         )
+    raise ConfigError(
+        f"{record.path}: this run was made with different params ({shown}). Resuming would mix settings; "
+        "use the same params and --set values, pick a new --run NAME, or pass --force to redo it all."
+    )
 
 
 def _check_inputs(jobs, job, run_dir: Path) -> None:

@@ -144,8 +144,10 @@ def run_jobs(jobs: Sequence[Job], ctx: JobContext, selected: Sequence[int] | Non
     def start(job: Job, slot: int) -> None:
         log = log_path(job, run_dir)
         log.unlink(missing_ok=True)
+        code = record.git if record is not None else {}
         note(job, status="running", start=now(), end=None, seconds=None, error=None,
-             log=str(log.relative_to(run_dir)), pid=os.getpid())
+             log=str(log.relative_to(run_dir)), pid=os.getpid(), git_commit=code.get("commit"),
+             git_dirty=code.get("dirty"))
         say(f"[{index[job.id]}] {job.id}: started (log {log})")
         running[job.id] = spawn_job(job, ctx, job_env(slot, parallel, gpus, ncores), log, slot)
 

@@ -91,6 +91,15 @@ def data_fingerprint(run_dir: str | os.PathLike, tasks: Sequence[str]) -> dict:
     return {"splits": per_task, "sha256": combined if per_task else None}
 
 
+def merge_tables(old: list[dict], new: list[dict]) -> list[dict]:
+    """This invocation's job table, then the recorded rows of jobs it does not list (other tasks). Those keep
+    their id, kind and outputs, but ``index`` None and no ``depends``: indices refer to the current table only."""
+    current = {row["id"] for row in new}
+    earlier = [{**{k: v for k, v in row.items() if k != "depends"}, "index": None}
+               for row in old if row.get("id") not in current]
+    return [*new, *earlier]
+
+
 class RunRecord:
     """Reads and updates ``run.json``; every update is a locked read-modify-write with an atomic rename,
     so concurrent ``--job-index`` invocations (SLURM arrays) do not lose each other's entries."""
@@ -98,6 +107,15 @@ class RunRecord:
     def __init__(self, run_dir: str | os.PathLike):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / "run.json"
+        self._git: dict | None = None
+
+    @property
+    def git(self) -> dict:
+        """This process's code version (``git_info``, asked once): recorded with each invocation and each job
+        that runs, since one run may be made by several invocations on different commits."""
+        if self._git is None:
+            self._git = git_info() or {"commit": None, "dirty": None}
+        return self._git
 
     def read(self) -> dict | None:
         if not self.path.exists():
@@ -134,7 +152,8 @@ class RunRecord:
                          tasks: Sequence[str], job_table: list[dict], force: bool) -> int:
         """Record params/provenance for this invocation and add pending entries for unseen jobs.
 
-        Returns the invocation's number (its index in ``invocations``).
+        ``tasks`` and ``job_table`` are merged with the recorded ones, so an invocation on some tasks does not
+        drop the others from the record. Returns the invocation's number (its index in ``invocations``).
         """
         with self.update() as data:
             if not data:
@@ -144,18 +163,19 @@ class RunRecord:
                 data["params"] = plain(cfg.to_dict())
             data["params_file"] = params_file
             data["overrides"] = list(overrides)
-            data["tasks"] = list(tasks)
+            data["tasks"] = list(dict.fromkeys([*data.get("tasks", []), *tasks]))
             data["seeds"] = seeds(cfg)
-            data["git"] = git_info()
+            data["git"] = self.git
             data["versions"] = versions()
             data["platform"] = {"system": platform.platform(), "machine": platform.machine(),
                                 "executable": sys.executable}
-            data["job_table"] = job_table
+            data["job_table"] = merge_tables(data.get("job_table") or [], job_table)
             jobs = data.setdefault("jobs", {})
             for row in job_table:
                 jobs.setdefault(row["id"], {"status": "pending"})
             calls = data.setdefault("invocations", [])
-            calls.append({"argv": sys.argv[1:], "pid": os.getpid(), "start": now(), "end": None, "exit_code": None})
+            calls.append({"argv": sys.argv[1:], "pid": os.getpid(), "start": now(), "end": None, "exit_code": None,
+                          "git_commit": self.git["commit"], "git_dirty": self.git["dirty"]})
             del calls[:-MAX_INVOCATIONS]
             return len(calls) - 1
 
@@ -166,4 +186,4 @@ class RunRecord:
                 if call.get("pid") == pid and call.get("end") is None:
                     call.update(end=now(), exit_code=exit_code)
                     break
-            data["data_fingerprint"] = data_fingerprint(self.run_dir, tasks)
+            data["data_fingerprint"] = data_fingerprint(self.run_dir, [*data.get("tasks", []), *tasks])
