@@ -84,8 +84,11 @@ def run_jobs(jobs: Sequence[Job], ctx: JobContext, selected: Sequence[int] | Non
     """Run the ``selected`` jobs (indices into ``jobs``; all by default) in dependency order.
 
     A job whose outputs all exist and are newer than its dependencies' outputs is left alone (unless
-    ``force``). A failed job makes its hard dependants ``skipped``; independent jobs go on. Dependencies
-    outside the selection must already be complete, or the dependant is skipped.
+    ``force``). A stale job (a dependency redone in this run or newer than its outputs or scratch files; for
+    a soft job also a dependency that failed or was skipped) loses its outputs and scratch and starts afresh;
+    an interrupted job that is not stale resumes with its scratch files. A failed job makes its hard
+    dependants ``skipped``; independent jobs go on. Dependencies outside the selection must already be
+    complete, or the dependant is skipped.
     """
     from tqdm import tqdm
 
