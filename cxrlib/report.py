@@ -67,9 +67,9 @@ def job_status(run: dict, exclude: Sequence[str] = ()) -> pd.DataFrame:
             continue
         state = jobs.get(entry["id"], {})
         rows.append({
-            "index": entry["index"], "job": entry["id"], "status": state.get("status", "pending"),
+            "index": "-" if entry.get("index") is None else entry["index"], "job": entry["id"], "status": state.get("status", "pending"),
             "seconds": state.get("seconds"), "error": state.get("error") or "", "notebook": state.get("notebook") or "",
-            "log": state.get("log") or "", "commit": (state.get("git_commit") or "")[:10],
+            "log": state.get("log") or "", "commit": (state.get("git_commit") or "")[:10] + ("+" if state.get("git_dirty") else ""),
         })
     return pd.DataFrame(rows, columns=["index", "job", "status", "seconds", "commit", "error", "notebook", "log"])
 
