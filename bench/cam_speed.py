@@ -16,7 +16,6 @@ import time
 import numpy as np
 import torch
 from pytorch_grad_cam import GradCAM as LibGradCAM
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from cxrlib.cam import GradCAM
 from cxrlib.models import build_model, cam_layers

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from . import io
 from .data.images import load_images
 
 
@@ -111,10 +108,3 @@ def fold_composition(splits: pd.DataFrame) -> pd.DataFrame:
     out["groups"] = splits.groupby("fold")["group"].nunique()
     out["max deviation (pp)"] = deviation.max(axis=1).round(2)
     return out
-
-
-def save_figure(fig: plt.Figure, path: str | os.PathLike) -> Path:
-    """Save a figure as PNG atomically."""
-    with io.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    return Path(path)

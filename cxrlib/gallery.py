@@ -243,13 +243,6 @@ def figure_correct_vs_wrong(ex: ExampleSet, layer: str, method: str = "gradcam",
     return fig
 
 
-def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
-    """Write ``fig`` as PNG atomically."""
-    with io.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
-    return Path(path)
-
-
 # ------------------------------------------------------------------------------------------------- cam stats
 
 STATS_COLUMNS = [

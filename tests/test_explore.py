@@ -1,7 +1,6 @@
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from cxrlib import explore
 from synthetic import make_class_folders

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from cxrlib import gallery
+from cxrlib.plots import save_figure
 from cxrlib.cam_browser import CamBrowser
 from cxrlib.data.images import file_sha256, load_images
 from cxrlib.errors import ArtifactError, ConfigError
@@ -160,7 +161,7 @@ def test_figures_are_saved(examples, tmp_path):
         "cw.png": gallery.figure_correct_vs_wrong(examples, "layer4", per_class=2),
     }
     for name, fig in figs.items():
-        path = gallery.save_figure(fig, tmp_path / "figures" / name)
+        path = save_figure(fig, tmp_path / "figures" / name)
         assert Image.open(path).size[0] > 100
     assert len(figs["layers.png"].axes) == 6
 
