@@ -12,6 +12,7 @@ agchung/Figure1-COVID-chestxray-dataset). Differences handled:
   because calling an unconfirmed case ``other`` would mislabel possible COVID-19 cases;
 - Figure1 patient ids carry an image letter (``COVID-00003a``, ``COVID-00003b``): it is removed.
 
+The CSV may be UTF-8, cp1252 or Latin-1 (:mod:`.csvfile`); a fallback is reported in ``attrs["warnings"]``.
 Rows whose image file is missing are skipped, never fatal: the returned table's ``attrs["skipped"]`` counts
 them and ``attrs["dropped"]`` counts rows left out by modality, view, empty finding and duplicate image.
 """
@@ -27,6 +28,7 @@ import pandas as pd
 from ...errors import DataError
 from ...labels import BACTERIAL, COVID, NORMAL, OTHER, VIRAL
 from ..table import new_table
+from .csvfile import read_metadata_csv, with_warnings
 from .generic import IMAGE_EXTENSIONS, image_names
 
 NAME = "cohen"
@@ -123,10 +125,7 @@ class _ImageFinder:
 def read(folder: Path, views: tuple[str, ...] = FRONTAL_VIEWS) -> pd.DataFrame:
     """One row per kept X-ray; see the module docstring for filtering and the ``skipped``/``dropped`` attrs."""
     meta_path = folder / "metadata.csv"
-    try:
-        meta = pd.read_csv(meta_path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise DataError(f"{meta_path}: cannot read metadata ({exc})") from exc
+    meta = read_metadata_csv(meta_path)
     columns = {c.strip().lower(): c for c in meta.columns}
     if "finding" not in columns:
         raise DataError(f"{meta_path}: no 'finding' column (columns: {list(meta.columns)})")
@@ -169,7 +168,7 @@ def read(folder: Path, views: tuple[str, ...] = FRONTAL_VIEWS) -> pd.DataFrame:
         if source == "figure1":
             patient = re.sub(r"(?<=\d)[a-z]$", "", patient)
         rows.append({"path": path, "label": label, "source": source, "patient_id": patient, "mask_path": ""})
-    table = new_table(rows)
+    table = with_warnings(new_table(rows), meta)
     table.attrs["skipped"] = skipped
     table.attrs["dropped"] = dropped
     return table
