@@ -22,7 +22,7 @@ from ..table import new_table
 from .csvfile import header, read_metadata_csv, with_warnings
 
 #: Image file extensions every reader accepts (compared case-insensitively).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm")
 
 _JUNK_DIRS = {"__macosx"}
 
