@@ -3,8 +3,13 @@
 Every reader turns one folder into a sample table (:func:`cxrlib.data.table.new_table`). ``discover`` walks
 the root (down to ``max_depth`` folder levels) and lets the readers claim folders:
 
-1. native readers (Kaggle radiography database, Cohen-style metadata, Kermany) are tried first, in
-   ``READERS`` order; a claimed folder is read by that reader and not searched further;
+1. native readers are tried first, in ``READERS`` order: Kaggle radiography database (class folders),
+   Cohen-style ``metadata.csv`` + ``images/``, Kermany ``NORMAL``/``PNEUMONIA``, Hannover ``data.csv`` +
+   ``png/``, NIH ChestX-ray14 ``Data_Entry_2017*.csv`` + ``images*/``, RSNA ``stage_2_train_labels.csv`` +
+   ``stage_2_train_images/``, and last a DICOM folder with a labels CSV (``dicom_labels``: only when a CSV
+   in the folder names existing ``.dcm`` files, so manifests of PNG/JPEG files stay generic, while a
+   manifest naming DICOM files is read by it). A claimed folder is read by that reader and not searched
+   further;
 2. generic readers (manifest CSV, one folder per canonical label) are tried only on folders that neither
    hold nor lie under a natively claimed folder, the highest such folder first. A CSV beside native
    sources (like ``dev_manifest.csv`` at the shared data root) is therefore never read as a manifest.
@@ -23,7 +28,7 @@ import pandas as pd
 
 from ...errors import DataError
 from ..table import SOURCE_COLUMNS, check_table
-from . import cohen, generic, kaggle_radiography, kermany
+from . import cohen, dicom_labels, generic, hannover, kaggle_radiography, kermany, nih, rsna
 from .generic import subdirs
 
 __all__ = ["Reader", "READERS", "READ_ERRORS", "MAX_DEPTH", "find_sources", "discover", "summarize"]
@@ -47,6 +52,10 @@ READERS: list[Reader] = [
     Reader("covid19_radiography_database", kaggle_radiography.detect, kaggle_radiography.read),
     Reader("cohen", cohen.detect, cohen.read),
     Reader("kermany", kermany.detect, kermany.read),
+    Reader("hannover", hannover.detect, hannover.read),
+    Reader("nih_chestxray14", nih.detect, nih.read),
+    Reader("rsna_pneumonia", rsna.detect, rsna.read),
+    Reader("dicom_labels", dicom_labels.detect, dicom_labels.read),
     Reader("manifest", generic.detect_manifest, generic.read_manifests, generic=True),
     Reader("class_folders", generic.detect_class_folders, generic.read_class_folders, generic=True),
 ]

@@ -29,7 +29,7 @@ from ...errors import DataError
 from ...labels import BACTERIAL, COVID, NORMAL, OTHER, VIRAL
 from ..table import new_table
 from .csvfile import read_metadata_csv, with_warnings
-from .generic import IMAGE_EXTENSIONS, image_names
+from .generic import ImageFinder
 
 NAME = "cohen"
 
@@ -104,24 +104,6 @@ def _normal_view(view: str) -> str:
     return " ".join(view.split()).lower()
 
 
-class _ImageFinder:
-    """Case-insensitive look-up of image names, trying each image extension when the name has none."""
-
-    def __init__(self) -> None:
-        self._listings: dict[Path, dict[str, str]] = {}
-
-    def find(self, folder: Path, name: str) -> Path | None:
-        listing = self._listings.get(folder)
-        if listing is None:
-            listing = self._listings[folder] = {n.lower(): n for n in image_names(folder)}
-        key = name.strip().lower()
-        candidates = [key] if key.endswith(IMAGE_EXTENSIONS) else [key + ext for ext in IMAGE_EXTENSIONS]
-        for candidate in candidates:
-            if candidate in listing:
-                return folder / listing[candidate]
-        return None
-
-
 def read(folder: Path, views: tuple[str, ...] = FRONTAL_VIEWS) -> pd.DataFrame:
     """One row per kept X-ray; see the module docstring for filtering and the ``skipped``/``dropped`` attrs."""
     meta_path = folder / "metadata.csv"
@@ -135,7 +117,7 @@ def read(folder: Path, views: tuple[str, ...] = FRONTAL_VIEWS) -> pd.DataFrame:
         raise DataError(f"{meta_path}: no image column ('filename' or 'imagename') and no 'patientid'")
     source = source_name(folder)
     kept_views = {_normal_view(v) for v in views}
-    finder = _ImageFinder()
+    finder = ImageFinder()
     dropped = {"modality": 0, "view": 0, "empty_finding": 0, "duplicate": 0}
     skipped = 0
     seen: set[str] = set()

@@ -85,3 +85,12 @@ def with_warnings(table: pd.DataFrame, *sources: pd.DataFrame) -> pd.DataFrame:
     """Put the ``attrs["warnings"]`` of ``sources`` (frames read by read_metadata_csv) on ``table``."""
     table.attrs["warnings"] = [w for s in sources for w in s.attrs.get("warnings", [])]
     return table
+
+
+#: Frontal chest views kept by the readers (compared lower-case, spaces collapsed).
+FRONTAL_VIEWS = ("pa", "ap", "ap supine", "ap erect")
+
+
+def is_frontal(view: str) -> bool:
+    """True for a PA or AP view value (``PA``, ``ap``, ``AP Supine``...)."""
+    return " ".join(str(view).split()).lower() in FRONTAL_VIEWS

@@ -70,6 +70,24 @@ def list_images(folder: Path, recursive: bool = False) -> list[Path]:
     return sorted(found)
 
 
+class ImageFinder:
+    """Case-insensitive look-up of image names, trying each image extension when the name has none."""
+
+    def __init__(self) -> None:
+        self._listings: dict[Path, dict[str, str]] = {}
+
+    def find(self, folder: Path, name: str) -> Path | None:
+        listing = self._listings.get(folder)
+        if listing is None:
+            listing = self._listings[folder] = {n.lower(): n for n in image_names(folder)}
+        key = name.strip().lower()
+        candidates = [key] if key.endswith(IMAGE_EXTENSIONS) else [key + ext for ext in IMAGE_EXTENSIONS]
+        for candidate in candidates:
+            if candidate in listing:
+                return folder / listing[candidate]
+        return None
+
+
 # ---------------------------------------------------------------------------------------------- manifest
 
 
