@@ -59,9 +59,10 @@ def finding_label(findings: str) -> str:
 def read(folder: Path) -> pd.DataFrame:
     """One row per frontal image found; see the module docstring."""
     listing = {name: d / name for d in image_dirs(folder) for name in image_names(d)}
-    metas = [read_metadata_csv(p) for p in entry_files(folder)]
+    paths = entry_files(folder)
+    metas = [read_metadata_csv(p) for p in paths]
     rows = RowCollector(NAME, "view")
-    for path, meta in zip(entry_files(folder), metas):
+    for path, meta in zip(paths, metas):
         image_col = pick_column(meta.columns, "Image Index")
         finding_col = pick_column(meta.columns, "Finding Labels")
         if image_col is None or finding_col is None:
