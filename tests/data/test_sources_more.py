@@ -7,7 +7,7 @@ import pytest
 from cxrlib.data.sources import discover
 from cxrlib.data.sources import cohen, csvfile, dicom_labels, find_sources, generic, hannover, nih, rsna
 from cxrlib.errors import DataError
-from fakes import make_kermany, make_manifest, write_image
+from support.fakes import make_kermany, make_manifest, write_image
 
 
 def _write_cohen(repo: Path, text: str, encoding: str) -> Path:

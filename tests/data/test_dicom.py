@@ -13,7 +13,7 @@ from cxrlib.data import dicom, scan  # noqa: E402
 from cxrlib.data.images import decode_gray  # noqa: E402
 from cxrlib.data.sources import generic  # noqa: E402
 from cxrlib.errors import DataError  # noqa: E402
-from fake_dicom import write_dicom  # noqa: E402
+from support.fake_dicom import write_dicom  # noqa: E402
 
 RNG = np.random.default_rng(7)
 RAW12 = RNG.integers(100, 3900, size=(24, 32)).astype(np.uint16)  # 12 bits stored in 16
