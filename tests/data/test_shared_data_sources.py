@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cxrlib.data.sources import discover, summarize
+from cxrlib.data.sources import discover, source_counts
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -39,7 +39,7 @@ def test_each_manifest_source_maps_to_one_reader_source(found, manifest):
 
 
 def test_summary_and_report(found):
-    counts = summarize(found)
+    counts = source_counts(found)
     assert counts.loc["kermany", "viral_pneumonia"] == 1345
     assert counts.loc["covid19_radiography_database", "covid19"] == 1500
     assert sorted(r["reader"] for r in found.attrs["sources"]) == ["covid19_radiography_database", "kermany"]

@@ -3,7 +3,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cxrlib.data.sources import discover, find_sources, summarize
+from cxrlib.data.sources import discover, find_sources, source_counts
 from cxrlib.data.sources import cohen, generic, kaggle_radiography, kermany
 from cxrlib.errors import DataError
 from support.fakes import make_kaggle_radiography, make_kermany, make_manifest, make_metadata_repo, write_image
@@ -343,7 +343,7 @@ def test_discover_mixed_root_reads_each_source_once(tmp_path):
     report = {r["reader"]: r for r in table.attrs["sources"]}
     assert report["cohen"]["skipped"] == 1 and report["cohen"]["sources"] == ["actualmed"]
     assert {r.name for r, _ in find_sources(root)} == {"covid19_radiography_database", "cohen", "kermany", "class_folders"}
-    counts = summarize(table)
+    counts = source_counts(table)
     assert counts.loc["total", "total"] == 7 and counts.loc["kermany", "patients"] == 2
 
 

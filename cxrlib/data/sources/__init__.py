@@ -31,7 +31,7 @@ from ..table import SOURCE_COLUMNS, check_table
 from . import cohen, dicom_labels, generic, hannover, kaggle_radiography, kermany, nih, rsna
 from .generic import subdirs
 
-__all__ = ["Reader", "READERS", "READ_ERRORS", "MAX_DEPTH", "find_sources", "discover", "summarize"]
+__all__ = ["Reader", "READERS", "READ_ERRORS", "MAX_DEPTH", "find_sources", "discover", "source_counts"]
 
 #: How many folder levels below the root are searched for sources.
 MAX_DEPTH = 4
@@ -170,7 +170,7 @@ def _report_entry(reader: Reader, folder: Path, table: pd.DataFrame) -> dict:
     }
 
 
-def summarize(table: pd.DataFrame) -> pd.DataFrame:
+def source_counts(table: pd.DataFrame) -> pd.DataFrame:
     """Images per source (rows) and label (columns), with patient counts and totals."""
     counts = pd.crosstab(table["source"], table["label"], margins=True, margins_name="total")
     patients = table[table["patient_id"] != ""].groupby("source")["patient_id"].nunique()
