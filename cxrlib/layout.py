@@ -178,6 +178,11 @@ class RunLayout:
         return self.root / "run.json"
 
     @property
+    def record_lock(self) -> Path:
+        """The lock file that serialises updates of the record across processes and machines."""
+        return self.root / "run.json.lock"
+
+    @property
     def index_html(self) -> Path:
         return self.root / "index.html"
 

@@ -12,6 +12,7 @@ from ..config import load_config
 from ..errors import ArtifactError, ConfigError, CxrError
 from ..layout import RunLayout
 from .checks import check_data_root, check_kernel
+from .cluster import EXECUTORS, ClusterOptions, make_executor, pending, submit
 from .execute import KERNEL_NAME, JobContext
 from .jobs import RunSpec, build_jobs, is_complete, is_stale, missing_outputs, stage_ranges
 from .schedule import DONE, FAILED, SKIPPED, UPTODATE, RunResult, run_jobs
@@ -43,6 +44,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-html", action="store_true", help="do not export rendered notebooks to HTML")
     p.add_argument("--notebooks", default=str(REPO / "notebooks"), metavar="DIR", help=argparse.SUPPRESS)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
+                   help="run the study once per value (repeatable: every combination), as sub-runs under "
+                        "<run>/sweep/, then the comparison notebook; e.g. --sweep model.arch=resnet18,resnet50")
+    c = p.add_argument_group("cluster (--executor slurm: one job array per stage, chained by dependencies)")
+    c.add_argument("--executor", default="local", choices=("local", *EXECUTORS),
+                   help="local: this machine (default); slurm: submit through submitit; submitit-local: "
+                        "submitit's local executor, stage by stage")
+    c.add_argument("--partition", help="SLURM partition")
+    c.add_argument("--account", help="SLURM account")
+    c.add_argument("--time", type=int, default=240, metavar="MIN", help="time limit per job (default: %(default)s)")
+    c.add_argument("--gpus-per-job", type=int, default=0, metavar="N", help="GPUs per job (default: 0)")
+    c.add_argument("--cpus-per-job", type=int, default=4, metavar="N", help="CPUs per job (default: %(default)s)")
+    c.add_argument("--mem-gb", type=int, metavar="GB", help="memory per job")
     return p
 
 
@@ -82,6 +96,8 @@ def _main(args: argparse.Namespace, kernel_name: str) -> int:
     if args.dry_run:
         print(format_table(jobs, run_dir, selected))
         return 0
+    if args.executor != "local" and args.job_index is None:
+        return _submit(args, jobs, selected, run_dir, params_file, overrides, cfg, tasks)
 
     ctx = JobContext(run_dir=run_dir, notebooks_dir=Path(args.notebooks), params_file=params_file,
                      overrides=tuple(overrides), kernel_name=kernel_name, html=not args.no_html, _cfg=cfg)
@@ -109,6 +125,52 @@ def _main(args: argparse.Namespace, kernel_name: str) -> int:
     print(format_status(jobs, result), file=sys.stderr)
     page = RunLayout(run_dir).index_html
     print(f"run folder: {run_dir}" + (f"  (summary page: {page})" if page.exists() else ""), file=sys.stderr)
+    return code
+
+
+def forwarded_args(args: argparse.Namespace, params_file: str, overrides: Sequence[str], run_dir: Path) -> list[str]:
+    """The arguments a cluster task needs to rebuild this invocation's job table (data root in the overrides)."""
+    argv = ["--params", params_file, "--results", str(run_dir.parent), "--run", run_dir.name,
+            "--notebooks", str(Path(args.notebooks).resolve()), "--no-progress"]
+    if overrides:
+        argv += ["--set", *overrides]
+    if args.tasks:
+        argv += ["--tasks", *args.tasks]
+    if args.no_html:
+        argv.append("--no-html")
+    if args.force:
+        argv.append("--force")
+    return argv
+
+
+def _submit(args, jobs, selected, run_dir: Path, params_file: str, overrides: Sequence[str], cfg, tasks) -> int:
+    """Submit the jobs that still have work through submitit; the record takes this invocation's params first,
+    so every task (which runs with --job-index) finds them and resumes instead of refusing."""
+    options = ClusterOptions(partition=args.partition, account=args.account, time_min=args.time,
+                             gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job, mem_gb=args.mem_gb)
+    record = RunRecord(run_dir)
+    _check_params(record, cfg, args.force, partial=_partial(record, selected, jobs, tasks))
+    todo = pending(jobs, selected, run_dir, args.force)
+    if not todo:
+        print("every selected job is up to date; nothing to submit", file=sys.stderr)
+        return 0
+    record.start_invocation(cfg=cfg, params_file=params_file, overrides=list(overrides), tasks=tasks,
+                            job_table=[_row(i, job, jobs) for i, job in enumerate(jobs)], force=args.force)
+    executor = make_executor(args.executor, run_dir, options)
+    local = args.executor == "submitit-local"
+    forward = forwarded_args(args, params_file, overrides, run_dir)
+    submission = submit(jobs, todo, forward, executor, wait_each_stage=local,
+                        echo=lambda m: print(m, file=sys.stderr))
+    if not local:
+        print(f"submitted {len(todo)} jobs ({', '.join(sorted(set(submission.job_ids().values())))}); logs in "
+              f"{RunLayout(run_dir).logs / 'submitit'}; rerun the same command to resubmit what failed",
+              file=sys.stderr)
+        return 0
+    states = (record.read() or {}).get("jobs", {})
+    failed = [jobs[i].id for i in todo if states.get(jobs[i].id, {}).get("status") != "done"]
+    code = 1 if failed else 0
+    record.end_invocation(code, tasks)
+    print(f"run folder: {run_dir}" + (f"; not done: {failed}" if failed else ""), file=sys.stderr)
     return code
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -14,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Iterator, Sequence
+
+from filelock import FileLock
 
 from .. import io
 from ..config import StudyConfig
@@ -133,15 +134,12 @@ class RunRecord:
     def update(self) -> Iterator[dict]:
         """Yield the current record (a dict, empty for a new run) to modify; write it back on success."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.run_dir, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        # filelock: a lock file beside the record, safe on NFS and Windows (fcntl is neither)
+        with FileLock(RunLayout(self.run_dir).record_lock):
             data = self.read() or {}
             yield data
             data["updated"] = now()
             io.write_json(self.path, data)
-        finally:
-            os.close(fd)  # closing releases the lock
 
     def set_job(self, job_id: str, **fields: Any) -> None:
         if "status" in fields and fields["status"] not in STATUSES:
