@@ -23,6 +23,7 @@ NB_TRAIN = "02_train_fold.ipynb"
 NB_EVALUATE = "03_evaluate.ipynb"
 NB_GRADCAM = "04_gradcam_gallery.ipynb"
 NB_SUMMARY = "05_summary.ipynb"
+NB_COMPARE = "07_compare.ipynb"
 
 _FOLD = re.compile(r"^fold(\d+)$")
 
@@ -205,3 +206,17 @@ class RunLayout:
     @property
     def summary_notebook(self) -> Path:
         return self.root / NB_SUMMARY
+
+    @property
+    def sweep_dir(self) -> Path:
+        """Sub-runs of a ``--sweep``, one folder per parameter combination."""
+        return self.root / "sweep"
+
+    def sweep_runs(self) -> list[Path]:
+        """The sweep's sub-run folders that hold a record, sorted."""
+        name = self.record.name
+        return sorted(p.parent for p in self.sweep_dir.glob(f"*/{name}"))
+
+    @property
+    def compare_notebook(self) -> Path:
+        return self.root / NB_COMPARE

@@ -227,3 +227,26 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     model = build_model(meta["arch"], len(meta["classes"]), weights="none")
     model.load_state_dict(obj["state_dict"])
     return model.to(device).eval(), meta
+
+
+def model_cost(arch: str, num_classes: int, image_size: int) -> dict[str, float]:
+    """Parameters and multiply-adds of one forward pass at ``image_size`` (convolutions and linear layers)."""
+    model = build_model(arch, num_classes, weights="none").eval()
+    macs = 0
+
+    def count(module: nn.Module, inputs, output) -> None:
+        nonlocal macs
+        if isinstance(module, nn.Conv2d):
+            kernel = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+            macs += output.numel() * kernel
+        elif isinstance(module, nn.Linear):
+            macs += output.numel() * module.in_features
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, 3, image_size, image_size))
+    finally:
+        for h in hooks:
+            h.remove()
+    return {"parameters": float(sum(p.numel() for p in model.parameters())), "macs": float(macs)}

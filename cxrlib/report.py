@@ -18,7 +18,7 @@ from .layout import RunLayout
 
 #: Figures shown first on the page when present (others follow in name order).
 KEY_FIGURES = ("confusion", "roc", "reliability", "loss", "correct", "layers", "samples", "sizes")
-NOTEBOOK_ORDER = ("01_", "02_", "03_", "04_", "05_")
+NOTEBOOK_ORDER = ("01_", "02_", "03_", "04_", "05_", "07_")
 _READ_ERRORS = (ArtifactError, OSError, ValueError, KeyError, TypeError, pd.errors.ParserError)
 
 
@@ -136,7 +136,7 @@ def notebooks(run_dir: str | os.PathLike) -> list[tuple[str, str]]:
     """(label, path) of every rendered notebook of the run, HTML export preferred, failed attempts included."""
     root = Path(run_dir)
     out = []
-    for nb in sorted(root.rglob("0[1-5]_*.ipynb")):
+    for nb in sorted(root.rglob("0[1-57]_*.ipynb")):
         if nb.name.startswith("."):
             continue
         rel = nb.relative_to(root)

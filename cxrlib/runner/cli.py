@@ -10,11 +10,12 @@ from typing import Sequence
 
 from ..config import load_config
 from ..errors import ArtifactError, ConfigError, CxrError
-from ..layout import RunLayout
+from ..layout import NB_COMPARE, RunLayout
 from .checks import check_data_root, check_kernel
 from .cluster import EXECUTORS, ClusterOptions, make_executor, pending, submit
+from .sweep import combinations, parse_sweeps, seed_splits, shares_splits, slug
 from .execute import KERNEL_NAME, JobContext
-from .jobs import RunSpec, build_jobs, is_complete, is_stale, missing_outputs, stage_ranges
+from .jobs import STAGES, Job, RunSpec, build_jobs, is_complete, is_stale, missing_outputs, stage_ranges
 from .schedule import DONE, FAILED, SKIPPED, UPTODATE, RunResult, run_jobs
 from .state import RunRecord, as_stored, params_diff
 
@@ -78,6 +79,8 @@ def _params_path(name: str) -> Path:
 
 
 def _main(args: argparse.Namespace, kernel_name: str) -> int:
+    if args.sweep:
+        return _run_sweep(args, kernel_name)
     params_file = str(_params_path(args.params))
     overrides = [item for group in args.overrides for item in group]
     if args.data:
@@ -126,6 +129,46 @@ def _main(args: argparse.Namespace, kernel_name: str) -> int:
     page = RunLayout(run_dir).index_html
     print(f"run folder: {run_dir}" + (f"  (summary page: {page})" if page.exists() else ""), file=sys.stderr)
     return code
+
+
+def _run_sweep(args: argparse.Namespace, kernel_name: str) -> int:
+    """Each combination of the swept values as a sub-run under ``<run>/sweep/``, then the comparison notebook."""
+    sweeps = parse_sweeps(args.sweep)
+    if args.executor != "local" or args.job_index is not None:
+        raise ConfigError("--sweep runs locally (one sub-run after the other); submit each value with --set instead")
+    params_file = str(_params_path(args.params))
+    name = args.run or load_config(params_file, [x for group in args.overrides for x in group]).name
+    parent = (Path(args.results) / name).resolve()
+    codes, first = [], None
+    for combo in combinations(sweeps):
+        sub = argparse.Namespace(**{**vars(args), "sweep": [], "run": f"{name}/sweep/{slug(combo)}",
+                                    "overrides": [*args.overrides, combo]})
+        sub_dir = (Path(args.results) / sub.run).resolve()
+        print(f"sweep: {' '.join(combo)} -> {sub_dir}", file=sys.stderr)
+        if first is not None and shares_splits(sweeps):
+            seed_splits(first, sub_dir, args.tasks or load_config(params_file).tasks)
+        code = _main(sub, kernel_name)
+        codes.append(code)
+        if code in (130, 143):
+            return code
+        first = first or sub_dir
+    if args.dry_run:
+        return max(codes)
+    return max([*codes, _render_compare(parent, args, params_file, kernel_name)])
+
+
+def _render_compare(parent: Path, args: argparse.Namespace, params_file: str, kernel_name: str) -> int:
+    """Render the comparison notebook (07) into the parent run folder (always afresh: the sub-runs may have moved)."""
+    layout = RunLayout(parent)
+    job = Job(id="compare", kind="compare", stage=STAGES.index("summary"), notebook=NB_COMPARE,
+              rendered=layout.relative(layout.compare_notebook), parameters={"run_dir": str(parent)},
+              outputs=(layout.relative(layout.compare_notebook),))
+    check_kernel(kernel_name)
+    ctx = JobContext(run_dir=parent, notebooks_dir=Path(args.notebooks), params_file=params_file, overrides=(),
+                     kernel_name=kernel_name, html=not args.no_html)
+    result = run_jobs([job], ctx, force=True, progress=False)
+    print(f"comparison: {layout.compare_notebook}", file=sys.stderr)
+    return 0 if result.ok else 1
 
 
 def forwarded_args(args: argparse.Namespace, params_file: str, overrides: Sequence[str], run_dir: Path) -> list[str]:
