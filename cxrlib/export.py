@@ -66,15 +66,15 @@ def ensemble_module(ens: FoldEnsemble) -> EnsembleModule:
 
 def _write_model(module: EnsembleModule, fmt: str, path: Path, resize: int) -> None:
     example = torch.zeros(2, 1, resize, resize, dtype=torch.float32)
-    with io.atomic_path(path) as tmp:
+    with io.atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notices
+        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy (TorchScript-based) ONNX exporter's
         if fmt == "torchscript":
             torch.jit.save(torch.jit.script(module), str(tmp))
         else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer warnings
-                torch.onnx.export(module, (example,), str(tmp), dynamo=False, input_names=["image"],
-                                  output_names=["probabilities"], dynamic_axes={"image": {0: "batch"},
-                                                                                "probabilities": {0: "batch"}})
+            torch.onnx.export(module, (example,), str(tmp), dynamo=False, input_names=["image"],
+                              output_names=["probabilities"],
+                              dynamic_axes={"image": {0: "batch"}, "probabilities": {0: "batch"}})
 
 
 def _counts(frame, column: str) -> dict[str, int]:
