@@ -5,9 +5,11 @@ PY     := $(VENV)/bin/python
 DATA   ?= data
 PARAMS ?= params/cpu.yaml
 ARGS   ?=
+APP_PORT ?= 8866
+APP    ?= notebooks/06_predict.ipynb
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test run bench clean-venv
+.PHONY: setup test run bench app clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +29,10 @@ run: setup
 bench: setup
 	$(PY) bench/train_speed.py
 	$(PY) bench/cam_speed.py
+
+# Serves the prediction page with voila (APP=notebooks/ lists every notebook, e.g. beside the Grad-CAM browser).
+app: setup
+	$(PY) -m voila --no-browser --Voila.ip=127.0.0.1 --port=$(APP_PORT) $(APP)
 
 clean-venv:
 	rm -rf $(VENV)

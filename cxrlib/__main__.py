@@ -1,4 +1,4 @@
-"""Command line: ``python -m cxrlib {fetch,splits,audit} ...``."""
+"""Command line: ``python -m cxrlib {fetch,splits,audit,predict,export} ...``."""
 
 from __future__ import annotations
 
@@ -44,6 +44,15 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_ensemble
+    from .predict.cli import parse_folds
+
+    model, card = export_ensemble(args.run, args.task, args.format, parse_folds(args.folds), args.out)
+    print(f"wrote {model} and {card}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cxrlib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -64,6 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
     p_audit = sub.add_parser("audit", help="check a splits CSV for groups or images shared between folds")
     p_audit.add_argument("splits", help="splits CSV written by 'splits'")
     p_audit.set_defaults(func=_cmd_audit)
+
+    from .predict import cli as predict_cli
+
+    predict_cli.add_arguments(sub.add_parser("predict", help="score image files with a run's fold ensemble"))
+
+    p_export = sub.add_parser("export", help="write the fold ensemble as one TorchScript or ONNX model + model card")
+    p_export.add_argument("--run", required=True, help="run folder (results/<run>)")
+    p_export.add_argument("--task", default="multiclass", help="task of the run (multiclass, binary)")
+    p_export.add_argument("--format", default="torchscript", choices=("torchscript", "onnx"))
+    p_export.add_argument("--folds", nargs="+", default=["all"], help="'all' (default) or fold numbers")
+    p_export.add_argument("--out", default=None, help="output folder (default <run>/<task>/export)")
+    p_export.set_defaults(func=_cmd_export)
     return parser
 
 

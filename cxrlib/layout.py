@@ -5,6 +5,8 @@
     results/<run>/                      run.json, index.html, logs/, exploration/, 01_…, 05_… notebooks
       <task>/                           splits.csv, quality.csv, summary.json, cam_stats.csv, figures/,
                                         03_evaluate / 04_gradcam_gallery notebooks, external/, controls/
+        export/                         ensemble.pt|.onnx, model_card.json (python -m cxrlib export)
+        predict/                        predictions.csv, cam_*.png (python -m cxrlib predict, default --out)
         fold<k>/                        model.pt, history.csv, predictions.csv, train.json, metrics.json,
                                         checkpoint_last.pt, 02_train_fold notebook
 
@@ -147,6 +149,39 @@ class TaskLayout:
     @property
     def controls(self) -> Path:
         return self.controls_dir / "controls.json"
+
+    @property
+    def export_dir(self) -> Path:
+        """``export/``: the portable fold ensemble (``python -m cxrlib export``) and its model card."""
+        return self.dir / "export"
+
+    def exported_model(self, fmt: str, out_dir: str | os.PathLike | None = None) -> Path:
+        """The exported ensemble of format ``torchscript`` (``ensemble.pt``) or ``onnx`` (``ensemble.onnx``)."""
+        suffix = {"torchscript": ".pt", "onnx": ".onnx"}[fmt]
+        return Path(out_dir or self.export_dir) / f"ensemble{suffix}"
+
+    def model_card(self, out_dir: str | os.PathLike | None = None) -> Path:
+        return Path(out_dir or self.export_dir) / "model_card.json"
+
+    @property
+    def predict_dir(self) -> Path:
+        """``predict/``: where ``python -m cxrlib predict`` writes unless given ``--out``."""
+        return self.dir / "predict"
+
+
+@dataclass(frozen=True)
+class PredictLayout:
+    """The files ``python -m cxrlib predict`` writes into its output folder."""
+
+    dir: Path
+
+    @property
+    def predictions(self) -> Path:
+        return self.dir / "predictions.csv"
+
+    def overlay(self, index: int, image_path: str | os.PathLike) -> Path:
+        """``cam_<index>_<image stem>.png``: the CAM overlay of one scored image (the index keeps names unique)."""
+        return self.dir / f"cam_{index:04d}_{Path(image_path).stem}.png"
 
 
 @dataclass(frozen=True)
