@@ -536,7 +536,7 @@ def test_summary_page_has_tables_status_links_and_figures(tmp_path):
 
     path = report.write_index(run_dir, exclude=("summary",))
     page = path.read_text()
-    assert "Task: binary" in page and "COVID-19 sensitivity and specificity" in page
+    assert "Details: binary" in page and "COVID-19 sensitivity and specificity" in page
     assert "0.980" in page  # the published binary accuracy beside ours
     assert 'href="binary/03_evaluate.html"' in page and "binary/04_gradcam_gallery.failed (FAILED)" in page
     assert "RuntimeError: boom &lt;b&gt;" in page and 'class="failed">failed' in page
