@@ -5,9 +5,12 @@ PY     := $(VENV)/bin/python
 DATA   ?= data
 PARAMS ?= params/cpu.yaml
 ARGS   ?=
+RUN    ?= results/cpu
+TASK   ?= multiclass
+APP_PORT ?= 8866
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test run bench clean-venv
+.PHONY: setup test run app bench clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +26,12 @@ test: setup
 
 run: setup
 	$(PY) run_all.py --params $(PARAMS) --data $(DATA) $(ARGS)
+
+# The notebooks folder as local pages (Voila, 127.0.0.1 only): browser.ipynb is the Grad-CAM browser over
+# RUN/TASK; other pages in notebooks/ are reachable from the same server's tree.
+app: setup
+	CXR_RUN_DIR=$(abspath $(RUN)) CXR_TASK=$(TASK) CXR_PARAMS=$(abspath $(PARAMS)) \
+		$(PY) -m voila --Voila.ip=127.0.0.1 --port=$(APP_PORT) --no-browser notebooks/
 
 bench: setup
 	$(PY) bench/train_speed.py

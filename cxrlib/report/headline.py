@@ -101,7 +101,7 @@ def headline_table(summary: dict, task: str, notes: Notes | None = None) -> tupl
         row["published (ResNet50)"] = f"{pub:.2f}" if pub is not None else notes.mark("not reported by the study")
         rows[label] = row
     table = pd.DataFrame.from_dict(rows, orient="index")
-    table.index.name = task
+    table.index.name = None
     return table, notes
 
 

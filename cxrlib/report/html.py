@@ -96,7 +96,9 @@ def _section(title: str, build, level: int = 3) -> str:
 
 
 def _notes_html(notes: Notes) -> str:
-    return "".join(f'<p class="note">[{i}] – : {html.escape(r)}</p>' for i, r in enumerate(notes.reasons, 1))
+    if not notes.reasons:
+        return ""
+    return '<p class="note">' + "; ".join(f"[{i}] – : {html.escape(r)}" for i, r in enumerate(notes.reasons, 1)) + "</p>"
 
 
 def _headline(summary: dict | None, task: str) -> str:
