@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from ..evaluate.tables import PUBLISHED
+from ..evaluate.tables import _lookup as _get  # dotted-key lookup, shared with the external table
 
 #: (row label, key into across_folds / pooled / external metrics, published key)
 HEADLINE_METRICS = (
@@ -21,14 +22,6 @@ HEADLINE_METRICS = (
     ("COVID-19 specificity", "covid19.specificity", None),
 )
 DASH = "–"
-
-
-def _get(tree: Any, key: str):
-    for part in key.split("."):
-        if not isinstance(tree, dict) or part not in tree:
-            return None
-        tree = tree[part]
-    return tree
 
 
 def _finite(x) -> bool:
