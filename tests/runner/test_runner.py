@@ -561,4 +561,4 @@ def test_summary_job_renders_notebook_05_and_the_index(tmp_path):
     nb = nbformat.read(run_dir / "05_summary.ipynb", as_version=4)
     text = "".join(str(c.get("outputs", "")) for c in nb.cells)
     assert "Error" not in text and "Non-COVID" in text  # the binary table rendered
-    assert (run_dir / "05_summary.html").exists() and "Task: binary" in (run_dir / "index.html").read_text()
+    assert (run_dir / "05_summary.html").exists() and "Details: binary" in (run_dir / "index.html").read_text()
