@@ -5,11 +5,12 @@ PY     := $(VENV)/bin/python
 DATA   ?= data
 PARAMS ?= params/cpu.yaml
 ARGS   ?=
+RUN    ?= results/cpu
+TASK   ?= multiclass
 APP_PORT ?= 8866
-APP    ?= notebooks/06_predict.ipynb
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test run bench app clean-venv
+.PHONY: setup test run app bench clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,13 +27,15 @@ test: setup
 run: setup
 	$(PY) run_all.py --params $(PARAMS) --data $(DATA) $(ARGS)
 
+# The notebooks folder as local pages (Voila, 127.0.0.1 only): browser.ipynb is the Grad-CAM browser over
+# RUN/TASK, 06_predict.ipynb scores an uploaded X-ray with that run's fold models; both are listed in the tree.
+app: setup
+	CXR_RUN_DIR=$(abspath $(RUN)) CXR_TASK=$(TASK) CXR_PARAMS=$(abspath $(PARAMS)) \
+		$(PY) -m voila --Voila.ip=127.0.0.1 --port=$(APP_PORT) --no-browser notebooks/
+
 bench: setup
 	$(PY) bench/train_speed.py
 	$(PY) bench/cam_speed.py
-
-# Serves the prediction page with voila (APP=notebooks/ lists every notebook, e.g. beside the Grad-CAM browser).
-app: setup
-	$(PY) -m voila --no-browser --Voila.ip=127.0.0.1 --port=$(APP_PORT) $(APP)
 
 clean-venv:
 	rm -rf $(VENV)

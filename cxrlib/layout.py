@@ -235,6 +235,11 @@ class RunLayout:
         return self.exploration / "figures"
 
     @property
+    def source_audit(self) -> Path:
+        """``source_audit.csv``: images per class x source, written by the exploration notebook."""
+        return self.exploration / "source_audit.csv"
+
+    @property
     def explore_notebook(self) -> Path:
         return self.root / NB_EXPLORE
 

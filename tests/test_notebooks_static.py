@@ -33,3 +33,10 @@ def test_stored_without_outputs_and_with_the_project_kernel(path):
         if cell.cell_type == "code":
             assert not cell.outputs and cell.execution_count is None, "clear outputs before committing"
     assert nb.metadata["kernelspec"]["name"] == "cxr-study"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_kernel_display_name_is_the_one_make_installs(path):
+    makefile = (path.parents[1] / "Makefile").read_text()
+    name = nbformat.read(path, as_version=4).metadata["kernelspec"]["display_name"]
+    assert f'--display-name "{name}"' in makefile

@@ -43,22 +43,40 @@ def figure_layers(ex: ExampleSet, index: int, method: str = "gradcam", target: s
     return fig
 
 
+#: Figure 6 shows at most this many maps (a grid that fits a page).
+GRID_MAX = 16
+
+
+def _grid_caption(ex: ExampleSet, i: int) -> str:
+    row = ex.frame.iloc[i]
+    prob = row.get(f"prob_{row['predicted']}")
+    p = "" if prob is None else f", P = {float(prob):.2f}"
+    return f"{row['predicted']}{p}\nfold {row['fold']}" + ("" if row["correct"] else f" (true {row['true']})")
+
+
 def figure_grid(ex: ExampleSet, indices: Sequence[int], layer: str, method: str = "gradcam",
                 target: str = "predicted", ncols: int = 4, title: str = "") -> Figure:
-    """Figure 6: ``layer`` maps of ``indices`` in a grid (an empty grid says so)."""
+    """Figure 6: ``layer`` maps of a sample of at most ``GRID_MAX`` of ``indices`` (evenly spread), with the
+    predicted probability and fold under each; an empty grid says so. Constrained layout keeps the title
+    clear of the first row."""
     indices = list(indices)
+    if len(indices) > GRID_MAX:
+        step = len(indices) / GRID_MAX
+        indices = [indices[int(j * step)] for j in range(GRID_MAX)]
+    ncols = max(1, min(ncols, len(indices) or 1))
     nrows = max(1, -(-len(indices) // ncols))
-    fig = Figure(figsize=(2.2 * ncols, 2.4 * nrows))
+    fig = Figure(figsize=(2.1 * ncols, 2.45 * nrows + 0.5), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     maps = ex.maps(method, target, indices)[layer] if indices else None
     for ax in axes:
         ax.set_axis_off()
     for j, i in enumerate(indices):
-        show(axes[j], ex.gray[i], maps[j], _label(ex.frame.iloc[i]))
+        show(axes[j], ex.gray[i], maps[j])
+        axes[j].text(0.5, -0.03, _grid_caption(ex, i), transform=axes[j].transAxes, ha="center", va="top",
+                     fontsize=7)
     if not indices:
         axes[0].text(0.5, 0.5, "no examples", ha="center", va="center")
     fig.suptitle(title or f"{method} at {layer}", fontsize=10)
-    fig.tight_layout()
     return fig
 
 

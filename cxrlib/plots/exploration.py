@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from ..data.images import load_images
 
 
-def size_figure(table: pd.DataFrame) -> plt.Figure:
+def size_figure(table: pd.DataFrame) -> Figure:
     """Scatter of original width x height per source."""
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.subplots()
     for source, part in table.groupby("source", sort=True):
         ax.scatter(part["width"], part["height"], s=6, alpha=0.4, label=source)
     ax.set_xlabel("width (px)")
@@ -29,11 +29,12 @@ def _sample(table: pd.DataFrame, by: list[str], n: int, seed: int) -> pd.DataFra
 
 
 def sample_grid(table: pd.DataFrame, cache_dir: str, size: int, per_class: int = 6, seed: int = 0,
-                column: str = "label") -> plt.Figure:
+                column: str = "label") -> Figure:
     """A row of randomly drawn images per class, titled by source."""
     picked = _sample(table, [column], per_class, seed)
     classes = sorted(picked[column].unique())
-    fig, axes = plt.subplots(len(classes), per_class, figsize=(1.8 * per_class, 1.9 * len(classes)), squeeze=False)
+    fig = Figure(figsize=(1.8 * per_class, 1.9 * len(classes)))
+    axes = fig.subplots(len(classes), per_class, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for r, cls in enumerate(classes):
@@ -49,10 +50,11 @@ def sample_grid(table: pd.DataFrame, cache_dir: str, size: int, per_class: int =
 
 
 def intensity_histograms(table: pd.DataFrame, cache_dir: str, size: int, per_group: int = 150, seed: int = 0,
-                         column: str = "label") -> plt.Figure:
+                         column: str = "label") -> Figure:
     """Mean intensity histogram per class and source: a source whose exposure differs is easy to recognise."""
     picked = _sample(table, [column, "source"], per_group, seed)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     bins = np.arange(0, 257, 4)
     for (cls, source), part in picked.groupby([column, "source"], sort=True):
         imgs = load_images(part["path"].tolist(), part["sha256"].tolist(), size, cache_dir)

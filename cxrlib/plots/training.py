@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
-import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
@@ -13,12 +12,13 @@ from matplotlib.figure import Figure
 from . import save_figure
 
 
-def plot_history(history: pd.DataFrame, best_epoch: int | None = None, title: str | None = None):
+def plot_history(history: pd.DataFrame, best_epoch: int | None = None, title: str | None = None) -> Figure:
     """Two panels (loss, accuracy) of train and validation curves from a history.csv frame; returns the Figure."""
     missing = {"epoch", "train_loss", "val_loss", "train_acc", "val_acc"} - set(history.columns)
     if missing:
         raise ValueError(f"history lacks columns {sorted(missing)}")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    axes = fig.subplots(1, 2)
     for ax, metric, label in zip(axes, ("loss", "acc"), ("cross-entropy loss", "accuracy")):
         for part, style in (("train", "-o"), ("val", "-s")):
             ax.plot(history["epoch"], history[f"{part}_{metric}"], style, ms=3, label=part)

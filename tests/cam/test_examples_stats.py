@@ -180,7 +180,18 @@ def test_browser_follows_its_controls(examples):
     assert all(examples.frame["true"].iloc[i] == "covid19" for i in browser.indices())
     browser.slider.value = browser.slider.max
     assert browser.current() == browser.indices()[-1]
-    assert ("eigencam", "true", (browser.current(),), ("layer2",)) in examples._cache
+    # every layer of the example in one pass: switching layers afterwards computes nothing
+    assert ("eigencam", "true", (browser.current(),), tuple(examples.layers)) in examples._cache
+    cached = len(examples._cache)
+    for layer in examples.layers:
+        browser.layer.value = layer
+    assert len(examples._cache) == cached
+    browser.class_filter.value = "all"
+    browser.outcome_filter.value = "misclassified"
+    assert all(not examples.frame["correct"].iloc[i] for i in browser.indices())
+    assert browser.slider.continuous_update is False and browser.opacity.continuous_update is False
+    browser.opacity.value, browser.colormap.value = 0.8, "inferno"
+    assert browser.figure is not None or not browser.indices()
 
 
 def test_notebook_runs_under_nbval(fake_run, tmp_path):

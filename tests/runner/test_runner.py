@@ -536,7 +536,7 @@ def test_summary_page_has_tables_status_links_and_figures(tmp_path):
 
     path = report.write_index(run_dir, exclude=("summary",))
     page = path.read_text()
-    assert "Task: binary" in page and "COVID-19 sensitivity and specificity" in page
+    assert "Details: binary" in page and "COVID-19 sensitivity and specificity" in page
     assert "0.980" in page  # the published binary accuracy beside ours
     assert 'href="binary/03_evaluate.html"' in page and "binary/04_gradcam_gallery.failed (FAILED)" in page
     assert "RuntimeError: boom &lt;b&gt;" in page and 'class="failed">failed' in page
@@ -561,4 +561,4 @@ def test_summary_job_renders_notebook_05_and_the_index(tmp_path):
     nb = nbformat.read(run_dir / "05_summary.ipynb", as_version=4)
     text = "".join(str(c.get("outputs", "")) for c in nb.cells)
     assert "Error" not in text and "Non-COVID" in text  # the binary table rendered
-    assert (run_dir / "05_summary.html").exists() and "Task: binary" in (run_dir / "index.html").read_text()
+    assert (run_dir / "05_summary.html").exists() and "Details: binary" in (run_dir / "index.html").read_text()

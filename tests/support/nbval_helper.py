@@ -1,21 +1,40 @@
-"""Run a project notebook under nbval with papermill-injected parameters (shared by the notebook tests)."""
+"""Run a project notebook with papermill-injected parameters and check its outputs (shared by the notebook tests)."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+import re
 from pathlib import Path
+
+import nbformat
 
 KERNEL = "cxr-study"
 
+#: A code cell whose source matches this draws a figure, so it must leave an ``image/png`` output.
+FIGURE_CALL = re.compile(r"\b(show_figure|figure_\w+|plot_\w+|Image)\(")
 
-def run_notebook_under_nbval(notebook, tmp_path, parameters: dict, timeout: int = 600) -> Path:
-    """Inject ``parameters`` into ``notebook`` (papermill, not executed), then run it with ``pytest --nbval-lax``.
 
-    The prepared copy is written to ``tmp_path`` and executed there (cwd = tmp_path). Fails the calling test
-    with nbval's output when any cell raises. Returns the prepared notebook's path. The kernel runs with one
-    BLAS/OpenMP thread unless OMP_NUM_THREADS is already set (tests share two cores).
+def figure_problems(nb) -> list[str]:
+    """Why the executed notebook ``nb`` fails "every figure is a picture": a figure cell without an
+    ``image/png`` output, or an output that reads ``<Figure size`` (a Figure shown as text)."""
+    problems = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        outputs = cell.get("outputs", [])
+        texts = [o.get("text", "") for o in outputs] + [o.get("data", {}).get("text/plain", "") for o in outputs]
+        if any("<Figure size" in "".join(t) for t in texts):
+            problems.append(f"cell {i}: a Figure printed as text")
+        if FIGURE_CALL.search(cell.source) and not any("image/png" in o.get("data", {}) for o in outputs):
+            problems.append(f"cell {i}: draws a figure but has no image/png output: {cell.source[:80]!r}")
+    return problems
+
+
+def run_notebook_under_nbval(notebook, tmp_path, parameters: dict, timeout: int = 600):
+    """Execute ``notebook`` with ``parameters`` (papermill) in ``tmp_path`` and return the executed notebook.
+
+    Fails the calling test when a cell raises, or when a figure is not a PNG output (``figure_problems``).
+    The kernel runs with one BLAS/OpenMP thread unless OMP_NUM_THREADS is already set (tests share two cores).
     """
     import papermill
 
@@ -23,17 +42,15 @@ def run_notebook_under_nbval(notebook, tmp_path, parameters: dict, timeout: int 
     tmp_path = Path(tmp_path)
     tmp_path.mkdir(parents=True, exist_ok=True)
     dst = tmp_path / notebook.name
-    papermill.execute_notebook(
-        str(notebook), str(dst), parameters=parameters, prepare_only=True, kernel_name=KERNEL, language="python",
-        progress_bar=False,
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "--nbval-lax", "-q", str(dst), "-p", "no:cacheprovider"],
-        cwd=tmp_path,
-        env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, f"{notebook.name} failed under nbval:\n{proc.stdout[-8000:]}\n{proc.stderr[-4000:]}"
-    return dst
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        papermill.execute_notebook(
+            str(notebook), str(dst), parameters=parameters, kernel_name=KERNEL, language="python",
+            progress_bar=False, cwd=str(tmp_path), execution_timeout=timeout,
+        )
+    except papermill.PapermillExecutionError as exc:
+        raise AssertionError(f"{notebook.name} failed: {exc}") from None
+    nb = nbformat.read(dst, as_version=4)
+    problems = figure_problems(nb)
+    assert not problems, f"{notebook.name}: figures that are not pictures:\n" + "\n".join(problems)
+    return nb
