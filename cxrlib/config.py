@@ -80,7 +80,7 @@ class CamConfig:
     n_examples: int = 16
     layers: Optional[list[str]] = None  # layer labels to map (e.g. [layer3, layer4]); None: all five
     border: float = 0.12  # width of the outer band (fraction of width/height) where markers sit
-    road_samples: int = 16
+    road_samples: int = 50  # random test images for ROAD (enough for a t interval of the mean)
     batch_size: int = 8
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Sequence
 
 import numpy as np
@@ -11,9 +10,7 @@ import torch.nn.functional as F
 
 from ..data.images import resize_square
 from ..transforms import eval_crop
-from .targets import ClassProbability
-
-ROAD_PERCENTILES = (20, 40, 60, 80)
+from .road import ROAD_PERCENTILES, road_by_percentile
 
 
 def border_band(height: int, width: int, border: float) -> np.ndarray:
@@ -79,24 +76,6 @@ def road_scores(
     percentiles: Sequence[int] = ROAD_PERCENTILES,
     seed: int = 0,
 ) -> np.ndarray:
-    """ROAD combined score per image (pytorch-grad-cam's ``ROADCombined``, target = class probability).
-
-    (LeRF - MoRF) / 2 averaged over ``percentiles``: higher means removing the most relevant pixels hurts the
-    target more than removing the least relevant ones, i.e. the map is more faithful. The imputer's noise
-    draws from torch's global generator; it runs under a forked, seeded RNG state so scores are reproducible
-    and the caller's RNG state is untouched.
-    """
-    if len(targets) != len(inputs) or len(cams) != len(inputs):
-        raise ValueError("road_scores: inputs, cams and targets must have one entry per image")
-    from pytorch_grad_cam.metrics.road import ROADCombined  # slow to import; only needed here
-
-    metric = ROADCombined(percentiles=list(percentiles))
-    callables = [ClassProbability(int(t)) for t in targets]
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-        # the library's imputer hands torch tensors to numpy (a NumPy 2 deprecation, harmless here)
-        warnings.filterwarnings("ignore", message=".*__array_wrap__.*", category=DeprecationWarning)
-        torch.manual_seed(seed)
-        with torch.no_grad():
-            device = next(model.parameters()).device
-            scores = metric(inputs.detach().to(device), np.asarray(cams, dtype=np.float32), callables, model)
-    return np.asarray(scores, dtype=np.float64).reshape(-1)
+    """ROAD combined score per image, averaged over ``percentiles`` (see :func:`cxrlib.cam.road.road_by_percentile`:
+    maps are tie-broken so each percentile removes exactly its share of pixels)."""
+    return road_by_percentile(model, inputs, cams, targets, percentiles, seed).mean(axis=1)
