@@ -73,6 +73,11 @@ def road_by_percentile(
     return out
 
 
+def road_scores(model: torch.nn.Module, inputs: torch.Tensor, cams: np.ndarray, *args, **kwargs) -> np.ndarray:
+    """ROAD combined score per image: :func:`road_by_percentile` (same arguments) averaged over percentiles."""
+    return road_by_percentile(model, inputs, cams, *args, **kwargs).mean(axis=1)
+
+
 def sample_rows(n: int, samples: int, seed: int = 0) -> np.ndarray:
     """A seeded uniform random sample (sorted) of ``min(samples, n)`` row indices."""
     gen = torch.Generator().manual_seed(seed)

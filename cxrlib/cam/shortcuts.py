@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -10,7 +9,7 @@ import torch.nn.functional as F
 
 from ..data.images import resize_square
 from ..transforms import eval_crop
-from .road import ROAD_PERCENTILES, road_by_percentile
+from .road import ROAD_PERCENTILES, road_scores  # noqa: F401 (road_scores is imported from here too)
 
 
 def border_band(height: int, width: int, border: float) -> np.ndarray:
@@ -66,16 +65,3 @@ def random_maps(n: int, size: tuple[int, int], generator: torch.Generator, cells
     lo = up.flatten(1).min(1).values[:, None, None]
     hi = up.flatten(1).max(1).values[:, None, None]
     return ((up - lo) / (hi - lo + 1e-7)).numpy().astype(np.float32)
-
-
-def road_scores(
-    model: torch.nn.Module,
-    inputs: torch.Tensor,
-    cams: np.ndarray,
-    targets: Sequence[int],
-    percentiles: Sequence[int] = ROAD_PERCENTILES,
-    seed: int = 0,
-) -> np.ndarray:
-    """ROAD combined score per image, averaged over ``percentiles`` (see :func:`cxrlib.cam.road.road_by_percentile`:
-    maps are tie-broken so each percentile removes exactly its share of pixels)."""
-    return road_by_percentile(model, inputs, cams, targets, percentiles, seed).mean(axis=1)

@@ -98,14 +98,7 @@ def bootstrap_intervals(
     return out
 
 
-def bootstrap(
-    statistic: Callable[[np.ndarray], dict[str, float]],
-    n: int,
-    clusters: Sequence | None = None,
-    resamples: int = 1000,
-    level: float = 0.95,
-    rng: np.random.Generator | None = None,
-) -> dict[str, tuple[float, float]]:
-    """:func:`bootstrap_intervals` as name -> (low, high), without the count of undefined draws."""
-    full = bootstrap_intervals(statistic, n, clusters, resamples, level, rng)
+def bootstrap(statistic: Callable[[np.ndarray], dict[str, float]], *args, **kwargs) -> dict[str, tuple[float, float]]:
+    """:func:`bootstrap_intervals` (same arguments) as name -> (low, high), without the undefined-draw counts."""
+    full = bootstrap_intervals(statistic, *args, **kwargs)
     return {name: (v["low"], v["high"]) for name, v in full.items()}
