@@ -110,8 +110,10 @@ def shortcut_summary(stats: pd.DataFrame, layer: str | None = None, road: pd.Dat
     each with a t interval (``<col>_low``, ``<col>_high``, over ``<col>_n`` images).
 
     ROAD comes from ``road`` (a :func:`cxrlib.cam.road.road_table`, averaged over percentiles per image) when
-    given, else from the deepest layer's rows of ``stats`` (see cam_stats); ``road_n`` counts its images.
+    given, else from ``stats.attrs["road"]`` (set by :func:`read_cam_stats`), else from the deepest layer's rows
+    of ``stats`` (see cam_stats); ``road_n`` counts its images.
     """
+    road = road if road is not None else stats.attrs.get("road")
     if stats.empty:
         return pd.DataFrame()
     layer = layer or shortcut_layer(stats)
@@ -156,6 +158,14 @@ def write_road_table(run_dir: str | os.PathLike, task: str, road: pd.DataFrame) 
 
 
 def read_cam_stats(run_dir: str | os.PathLike, task: str) -> pd.DataFrame | None:
-    """The task's ``cam_stats.csv``, or None when the Grad-CAM job has not written one."""
+    """The task's ``cam_stats.csv``, or None when the Grad-CAM job has not written one. The task's
+    ``cam_road.csv`` (ROAD on a random sample, when written) rides along in ``attrs["road"]``, where
+    :func:`shortcut_summary` takes its ROAD columns from."""
     path = RunLayout(run_dir).task(task).cam_stats
-    return pd.read_csv(path) if path.exists() else None
+    if not path.exists():
+        return None
+    stats = pd.read_csv(path)
+    road_path = RunLayout(run_dir).task(task).cam_road
+    if road_path.exists():
+        stats.attrs["road"] = pd.read_csv(road_path)
+    return stats

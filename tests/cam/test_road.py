@@ -111,3 +111,20 @@ def test_summary_and_percentile_table_carry_intervals():
     per = road_per_percentile(road)
     assert list(per.index) == [20, 80] and per.loc[20, "removed_share"] == pytest.approx(0.8)
     assert per.loc[80, "road_cam_n"] == 12
+
+
+def test_read_cam_stats_carries_the_road_table_to_the_summary(tmp_path):
+    from cxrlib.cam.stats import read_cam_stats, write_cam_stats, write_road_table
+    from cxrlib.cam.road import ROAD_COLUMNS
+    from cxrlib.cam.stats import STATS_COLUMNS
+
+    stats = pd.DataFrame([{c: 0 for c in STATS_COLUMNS} | {"path": f"p{i}", "true": "a", "is_predicted": True,
+                                                           "layer": "layer4", "grid_cells": 7, "road_cam": np.nan,
+                                                           "road_random": np.nan} for i in range(3)])
+    road = pd.DataFrame([{c: 0 for c in ROAD_COLUMNS} | {"path": f"r{i}", "true": "a", "percentile": 20,
+                                                        "road_cam": 0.1 * i} for i in range(4)])
+    write_cam_stats(tmp_path, "multiclass", stats)
+    write_road_table(tmp_path, "multiclass", road)
+    back = read_cam_stats(tmp_path, "multiclass")
+    summary = shortcut_summary(back)  # as the summary page calls it
+    assert summary.loc["a", "road_n"] == 4 and summary.loc["a", "road_cam"] == pytest.approx(0.15)
