@@ -37,10 +37,15 @@ class SplitConfig:
     seed: int = 0
 
 
+#: ``model.weights`` names of torchvision's ImageNet weights: the newest (DEFAULT, may postdate a published
+#: study) or the original release IMAGENET1K_V1 (what a 2020 study could have used; pin it to reproduce one).
+IMAGENET_WEIGHTS = {"imagenet": "DEFAULT", "imagenet_v1": "IMAGENET1K_V1"}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     arch: str = "resnet50"
-    weights: str = "imagenet"  # imagenet | none | path to a local state dict
+    weights: str = "imagenet"  # imagenet (newest) | imagenet_v1 (original, pinned) | none | path to a state dict
     freeze: str = "none"  # none | backbone | name of the last frozen layer (e.g. layer3)
 
 
@@ -64,6 +69,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     num_workers: int = 0
     seed: int = 0
+    deterministic: bool = False  # GPU: deterministic cuDNN/algorithms (slower); recorded in train.json
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,7 @@ class CamConfig:
     n_examples: int = 16
     layers: Optional[list[str]] = None  # layer labels to map (e.g. [layer3, layer4]); None: all five
     border: float = 0.12  # width of the outer band (fraction of width/height) where markers sit
-    road_samples: int = 16
+    road_samples: int = 50  # random test images for ROAD (enough for a t interval of the mean)
     batch_size: int = 8
 
 
@@ -251,6 +257,9 @@ def _check_values(cfg: StudyConfig, where: str) -> None:
         need(seed >= 0, key, f"must be >= 0, got {seed}")
     need(s.n_folds >= 3, "split.n_folds", f"must be >= 3 (test, validation and training folds), got {s.n_folds}")
     need(cfg.model.freeze, "model.freeze", "must be none, backbone or a layer name")
+    w = cfg.model.weights
+    need(w in IMAGENET_WEIGHTS or not (w.lower().startswith("imagenet") and not Path(w).suffix), "model.weights",
+         f"= {w!r} is not one of {sorted(IMAGENET_WEIGHTS)} (or none, or a path to a state dict)")
     need(16 <= t.image_size <= d.resize, "train.image_size", f"must be between 16 and data.resize ({d.resize}), got {t.image_size}")
     need(t.lr > 0, "train.lr", "must be > 0")
     need(0 <= t.momentum < 1, "train.momentum", "must be in [0, 1)")

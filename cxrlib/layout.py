@@ -3,7 +3,8 @@
 ``RunLayout(run_dir)`` → ``.task(name)`` → ``.fold(k)``; each level has a property per artifact::
 
     results/<run>/                      run.json, index.html, logs/, exploration/, 01_…, 05_… notebooks
-      <task>/                           splits.csv, quality.csv, summary.json, cam_stats.csv, figures/,
+      <task>/                           splits.csv, quality.csv, summary.json, cam_stats.csv, cam_road.csv,
+                                        figures/,
                                         03_evaluate / 04_gradcam_gallery notebooks, external/, controls/
         export/                         ensemble.pt|.onnx, model_card.json (python -m cxrlib export)
         predict/                        predictions.csv, cam_*.png (python -m cxrlib predict, default --out)
@@ -117,6 +118,11 @@ class TaskLayout:
     @property
     def cam_stats(self) -> Path:
         return self.dir / "cam_stats.csv"
+
+    @property
+    def cam_road(self) -> Path:
+        """ROAD per sampled test image and percentile (cxrlib.cam.road.road_table)."""
+        return self.dir / "cam_road.csv"
 
     @property
     def figures(self) -> Path:

@@ -17,9 +17,10 @@ import torchvision
 from torch import hub, nn
 
 from . import io
+from .config import IMAGENET_WEIGHTS
 from .errors import ArtifactError, ConfigError
 
-WEIGHT_CHOICES = "imagenet | none | /path/to/state_dict.pth"
+WEIGHT_CHOICES = "imagenet | imagenet_v1 | none | /path/to/state_dict.pth"
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,8 @@ def _new_head(old: nn.Module, num_classes: int) -> nn.Module:
 def build_model(arch: str, num_classes: int, weights: str = "none", freeze: str = "none") -> nn.Module:
     """A torchvision ``arch`` with a ``num_classes`` head.
 
-    ``weights``: ``imagenet`` (torchvision's DEFAULT weights, cached in TORCH_HOME), ``none`` (random init,
+    ``weights``: ``imagenet`` (torchvision's DEFAULT weights, cached in TORCH_HOME; may be newer than a
+    published study), ``imagenet_v1`` (the original IMAGENET1K_V1 release, pinned), ``none`` (random init,
     from torch's global RNG) or a path to a local state dict (torchvision's, or a cxrlib checkpoint).
     ``freeze``: ``none``, ``backbone`` (all but the head) or a stage name up to which parameters are frozen.
     Frozen modules are listed in ``model.cxr_frozen`` and kept in eval mode by ``set_train_mode``.
@@ -106,26 +108,34 @@ def build_model(arch: str, num_classes: int, weights: str = "none", freeze: str 
         raise ConfigError(f"a model needs at least two classes, got {num_classes}")
     weights = str(weights)
     model = torchvision.models.get_model(arch, weights=None)
-    if weights == "imagenet":
-        model.load_state_dict(_imagenet_state_dict(arch))
+    if weights in IMAGENET_WEIGHTS:
+        model.load_state_dict(_imagenet_state_dict(arch, weights))
     set_module(model, spec.head, _new_head(get_module(model, spec.head), num_classes))
-    if weights not in ("imagenet", "none"):
+    if weights not in (*IMAGENET_WEIGHTS, "none"):
         _load_local_weights(model, spec, arch, Path(weights))
     model.cxr_arch = arch
     model.cxr_frozen = _freeze(model, spec, arch, freeze)
     return model
 
 
-def _imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
+def imagenet_weights(arch: str, name: str = "imagenet"):
+    """The torchvision weights enum member that ``model.weights = name`` (imagenet | imagenet_v1) selects."""
     enum = torchvision.models.get_model_weights(arch)
-    default = enum.DEFAULT
+    member = IMAGENET_WEIGHTS[name]
+    if not hasattr(enum, member):
+        raise ConfigError(f"model.weights={name}: torchvision has no {member} weights for {arch}")
+    return getattr(enum, member)
+
+
+def _imagenet_state_dict(arch: str, name: str = "imagenet") -> dict[str, torch.Tensor]:
+    default = imagenet_weights(arch, name)
     try:
         return hub.load_state_dict_from_url(default.url, progress=False, check_hash=True)
     except Exception as exc:  # URLError, HTTPError, SSL, hash mismatch: all mean "not available here"
         home = hub.get_dir()
         fname = os.path.basename(default.url)
         raise ConfigError(
-            f"model.weights=imagenet: cannot download {default} ({type(exc).__name__}: {exc}). "
+            f"model.weights={name}: cannot download {default} ({type(exc).__name__}: {exc}). "
             f"Either copy {fname} into {home}/checkpoints/ (or set TORCH_HOME) on a machine without internet, "
             f"pass a local file with model.weights=/path/to/{arch}.pth, "
             f"or train from scratch with model.weights=none (use a from-scratch recipe such as params/cpu.yaml)."

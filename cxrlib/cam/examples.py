@@ -68,6 +68,14 @@ def select_examples(predictions: pd.DataFrame, classes: Sequence[str], n_example
     return out.drop(columns="_c").reset_index(drop=True)
 
 
+def select_random(predictions: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
+    """A seeded uniform random sample of ``n`` test rows (all when fewer), in sha256 order, with ``correct``."""
+    test = predictions[predictions["split"] == "test"] if "split" in predictions else predictions
+    test = test.assign(correct=test["true"] == test["predicted"]).sort_values("sha256", kind="stable")
+    pick = np.sort(np.random.default_rng(seed).permutation(len(test))[:n])
+    return test.iloc[pick].reset_index(drop=True)
+
+
 @dataclass
 class ExampleSet:
     """Selected test images of one or more folds, as the model saw them, with each fold's model.
@@ -130,8 +138,17 @@ def build_examples(
     layers: Sequence[str] | None = None,
     device: str | torch.device = "cpu",
     batch_size: int = 8,
+    selection: str = "quota",
+    seed: int = 0,
 ) -> ExampleSet:
-    """Load each fold's checkpoint and test predictions, select examples and their images (and lung masks)."""
+    """Load each fold's checkpoint and test predictions, select examples and their images (and lung masks).
+
+    ``selection``: ``"quota"`` takes up to ``n_examples`` correct and misclassified images per class and fold
+    (:func:`select_examples`, for galleries); ``"random"`` a seeded uniform sample of ``n_examples`` test images
+    per fold (:func:`select_random`, for estimates such as ROAD that should stand for the test set).
+    """
+    if selection not in ("quota", "random"):
+        raise ValueError(f"selection must be 'quota' or 'random', got {selection!r}")
     task_layout = RunLayout(run_dir).task(task)
     splits = read_splits(task_layout.splits)
     mask_of = dict(zip(splits["path"], splits["mask_path"]))
@@ -144,7 +161,8 @@ def build_examples(
             raise ArtifactError(f"{fold_layout.model}: classes/arch differ from the other folds")
         classes, arch = list(meta["classes"]), meta["arch"]
         preds = read_predictions(fold_layout.predictions, classes)
-        chosen = select_examples(preds, classes, n_examples).assign(fold=k)
+        chosen = (select_examples(preds, classes, n_examples) if selection == "quota"
+                  else select_random(preds, n_examples, seed + k)).assign(fold=k)
         if chosen.empty:
             continue
         images = load_images(list(chosen["path"]), list(chosen["sha256"]), int(meta["resize"]), cache_dir)

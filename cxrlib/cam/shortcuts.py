@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -11,9 +9,7 @@ import torch.nn.functional as F
 
 from ..data.images import resize_square
 from ..transforms import eval_crop
-from .targets import ClassProbability
-
-ROAD_PERCENTILES = (20, 40, 60, 80)
+from .road import ROAD_PERCENTILES, road_scores  # noqa: F401 (road_scores is imported from here too)
 
 
 def border_band(height: int, width: int, border: float) -> np.ndarray:
@@ -69,34 +65,3 @@ def random_maps(n: int, size: tuple[int, int], generator: torch.Generator, cells
     lo = up.flatten(1).min(1).values[:, None, None]
     hi = up.flatten(1).max(1).values[:, None, None]
     return ((up - lo) / (hi - lo + 1e-7)).numpy().astype(np.float32)
-
-
-def road_scores(
-    model: torch.nn.Module,
-    inputs: torch.Tensor,
-    cams: np.ndarray,
-    targets: Sequence[int],
-    percentiles: Sequence[int] = ROAD_PERCENTILES,
-    seed: int = 0,
-) -> np.ndarray:
-    """ROAD combined score per image (pytorch-grad-cam's ``ROADCombined``, target = class probability).
-
-    (LeRF - MoRF) / 2 averaged over ``percentiles``: higher means removing the most relevant pixels hurts the
-    target more than removing the least relevant ones, i.e. the map is more faithful. The imputer's noise
-    draws from torch's global generator; it runs under a forked, seeded RNG state so scores are reproducible
-    and the caller's RNG state is untouched.
-    """
-    if len(targets) != len(inputs) or len(cams) != len(inputs):
-        raise ValueError("road_scores: inputs, cams and targets must have one entry per image")
-    from pytorch_grad_cam.metrics.road import ROADCombined  # slow to import; only needed here
-
-    metric = ROADCombined(percentiles=list(percentiles))
-    callables = [ClassProbability(int(t)) for t in targets]
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-        # the library's imputer hands torch tensors to numpy (a NumPy 2 deprecation, harmless here)
-        warnings.filterwarnings("ignore", message=".*__array_wrap__.*", category=DeprecationWarning)
-        torch.manual_seed(seed)
-        with torch.no_grad():
-            device = next(model.parameters()).device
-            scores = metric(inputs.detach().to(device), np.asarray(cams, dtype=np.float32), callables, model)
-    return np.asarray(scores, dtype=np.float64).reshape(-1)

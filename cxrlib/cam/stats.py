@@ -3,19 +3,21 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
+from scipy.stats import t as t_dist
 
 from .. import io
 from ..layout import RunLayout
 from .base import feature_grid
 from .examples import ExampleSet
-from .shortcuts import border_area, border_share, mass_share, random_maps, road_scores
+from .road import ROAD_COLUMNS, road_table
+from .shortcuts import border_area, border_share, mass_share
 
 STATS_COLUMNS = [
     "fold", "path", "sha256", "true", "predicted", "correct", "target", "is_predicted", "is_true", "method", "layer",
@@ -31,8 +33,10 @@ def cam_stats(ex: ExampleSet, method: str = "gradcam", border: float = 0.12, roa
               seed: int = 0, road_percentiles: Sequence[int] = (20, 40, 60, 80)) -> pd.DataFrame:
     """One row per image x target class x layer: border/central and lung shares of CAM mass.
 
-    ROAD (``road_cam``) and its random-map baseline (``road_random``) are filled for the deepest layer with the
-    predicted class as target, on ``road_samples`` images drawn with a seeded generator; NaN elsewhere.
+    ROAD (``road_cam``, mean over ``road_percentiles`` of :func:`cxrlib.cam.road.road_table`, ties broken) and
+    its random-map baseline (``road_random``) are filled for the deepest layer with the predicted class as
+    target, on ``road_samples`` images drawn with a seeded generator; NaN elsewhere. For ROAD per percentile
+    on a random sample of the test set use :func:`cxrlib.cam.road.road_table` on a random ExampleSet.
     """
     h, w = ex.gray.shape[1:]
     area = border_area(h, w, border)
@@ -56,28 +60,13 @@ def cam_stats(ex: ExampleSet, method: str = "gradcam", border: float = 0.12, roa
                     "lung_area": masks[i].mean() if has_mask[i] else np.nan,
                 })
     stats = pd.DataFrame(rows, columns=STATS_COLUMNS)
-    if road_samples > 0 and len(ex):
-        deepest = list(ex.layers)[-1]
-        gen = torch.Generator().manual_seed(seed)
-        sample = np.sort(torch.randperm(len(ex), generator=gen)[:road_samples].numpy())
-        cams = ex.maps(method, "predicted", sample)[deepest]
-        baseline = random_maps(len(sample), (h, w), gen)
-        targets = [ex.classes.index(p) for p in ex.frame["predicted"].iloc[sample]]
-        road_cam, road_rand = np.empty(len(sample)), np.empty(len(sample))
-        folds = ex.frame["fold"].to_numpy()[sample]
-        for k in np.unique(folds):
-            sel = np.flatnonzero(folds == k)
-            x = ex.inputs[sample[sel]]
-            tk = [targets[j] for j in sel]
-            road_cam[sel] = road_scores(ex.models[int(k)], x, cams[sel], tk, road_percentiles, seed)
-            road_rand[sel] = road_scores(ex.models[int(k)], x, baseline[sel], tk, road_percentiles, seed)
-        paths = ex.frame["path"].to_numpy()[sample]
-        fold_of = ex.frame["fold"].to_numpy()[sample]
-        for j in range(len(sample)):
-            hit = ((stats["path"] == paths[j]) & (stats["fold"] == fold_of[j]) & (stats["layer"] == deepest)
-                   & stats["is_predicted"])
-            stats.loc[hit, "road_cam"] = road_cam[j]
-            stats.loc[hit, "road_random"] = road_rand[j]
+    road = road_table(ex, method, road_samples, seed, road_percentiles)
+    if len(road):
+        per_image = road.groupby(["fold", "path"], sort=False)[["road_cam", "road_random"]].mean()
+        key = pd.MultiIndex.from_arrays([stats["fold"], stats["path"]])
+        hit = ((stats["layer"] == road["layer"].iloc[0]) & stats["is_predicted"]).to_numpy() & key.isin(per_image.index)
+        for col in ("road_cam", "road_random"):
+            stats.loc[hit, col] = per_image[col].reindex(key[hit]).to_numpy()
     return stats
 
 
@@ -91,28 +80,71 @@ def shortcut_layer(stats: pd.DataFrame) -> str:
     return usable[-1] if usable else order[-1]
 
 
-def shortcut_summary(stats: pd.DataFrame, layer: str | None = None) -> pd.DataFrame:
-    """Per true class, maps of the predicted class at ``layer`` (default: shortcut_layer): mean shares and ROAD.
+def mean_interval(values, level: float = 0.95) -> tuple[float, float, float, int]:
+    """Mean of the finite values with a Student t interval: (mean, low, high, n); NaN bounds with n < 2."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return math.nan, math.nan, math.nan, 0
+    mean = float(v.mean())
+    if v.size < 2:
+        return mean, math.nan, math.nan, int(v.size)
+    half = float(t_dist.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
+    return mean, mean - half, mean + half, int(v.size)
 
-    ROAD columns always come from the deepest layer (see cam_stats).
+
+def _with_intervals(groups, columns: Sequence[str], level: float) -> pd.DataFrame:
+    out = {}
+    for name, rows in groups:
+        entry = {}
+        for col in columns:
+            mean, lo, hi, n = mean_interval(rows[col], level)
+            entry.update({col: mean, f"{col}_low": lo, f"{col}_high": hi, f"{col}_n": n})
+        out[name] = entry
+    return pd.DataFrame.from_dict(out, orient="index")
+
+
+def shortcut_summary(stats: pd.DataFrame, layer: str | None = None, road: pd.DataFrame | None = None,
+                     level: float = 0.95) -> pd.DataFrame:
+    """Per true class, maps of the predicted class at ``layer`` (default: shortcut_layer): mean shares and ROAD,
+    each with a t interval (``<col>_low``, ``<col>_high``, over ``<col>_n`` images).
+
+    ROAD comes from ``road`` (a :func:`cxrlib.cam.road.road_table`, averaged over percentiles per image) when
+    given, else from ``stats.attrs["road"]`` (set by :func:`read_cam_stats`), else from the deepest layer's rows
+    of ``stats`` (see cam_stats); ``road_n`` counts its images.
     """
+    road = road if road is not None else stats.attrs.get("road")
     if stats.empty:
         return pd.DataFrame()
     layer = layer or shortcut_layer(stats)
     deepest = list(dict.fromkeys(stats["layer"]))[-1]
     pred = stats[stats["is_predicted"]]
     sel = pred[pred["layer"] == layer]
-    road = pred[pred["layer"] == deepest].groupby("true", sort=False)
     out = sel.groupby("true", sort=False).agg(
         layer=("layer", "first"),
         n=("path", "size"),
         correct_shown=("correct", "mean"),  # share correct among the shown examples (a selection quota)
-        border_share=("border_share", "mean"),
         border_area=("border_area", "first"),
-        lung_share=("lung_share", "mean"),
         lung_area=("lung_area", "mean"),
     )
-    return out.join(road[["road_cam", "road_random"]].mean()).join(road["road_cam"].count().rename("road_n"))
+    out = out.join(_with_intervals(sel.groupby("true", sort=False), ("border_share", "lung_share"), level))
+    if road is not None and len(road):
+        per_image = road.groupby(["fold", "path", "true"], sort=False)[["road_cam", "road_random"]].mean().reset_index()
+    else:
+        per_image = pred[pred["layer"] == deepest]
+    road_stats = _with_intervals(per_image.groupby("true", sort=False), ("road_cam", "road_random"), level)
+    out = out.join(road_stats)
+    out["road_n"] = out["road_cam_n"].fillna(0).astype(int) if "road_cam_n" in out else 0
+    return out
+
+
+def road_per_percentile(road: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """ROAD of the maps and of the random baseline per percentile (all sampled images), with t intervals."""
+    if road is None or road.empty:
+        return pd.DataFrame()
+    table = _with_intervals(road.groupby("percentile", sort=True), ("road_cam", "road_random"), level)
+    table.insert(0, "removed_share", road.groupby("percentile", sort=True)["removed_share"].first())
+    return table
 
 
 def write_cam_stats(run_dir: str | os.PathLike, task: str, stats: pd.DataFrame) -> Path:
@@ -120,7 +152,20 @@ def write_cam_stats(run_dir: str | os.PathLike, task: str, stats: pd.DataFrame) 
     return io.write_csv(RunLayout(run_dir).task(task).cam_stats, stats[STATS_COLUMNS])
 
 
+def write_road_table(run_dir: str | os.PathLike, task: str, road: pd.DataFrame) -> Path:
+    """Write the task's ``cam_road.csv`` (ROAD per sampled image and percentile) atomically."""
+    return io.write_csv(RunLayout(run_dir).task(task).cam_road, road[ROAD_COLUMNS])
+
+
 def read_cam_stats(run_dir: str | os.PathLike, task: str) -> pd.DataFrame | None:
-    """The task's ``cam_stats.csv``, or None when the Grad-CAM job has not written one."""
+    """The task's ``cam_stats.csv``, or None when the Grad-CAM job has not written one. The task's
+    ``cam_road.csv`` (ROAD on a random sample, when written) rides along in ``attrs["road"]``, where
+    :func:`shortcut_summary` takes its ROAD columns from."""
     path = RunLayout(run_dir).task(task).cam_stats
-    return pd.read_csv(path) if path.exists() else None
+    if not path.exists():
+        return None
+    stats = pd.read_csv(path)
+    road_path = RunLayout(run_dir).task(task).cam_road
+    if road_path.exists():
+        stats.attrs["road"] = pd.read_csv(road_path)
+    return stats

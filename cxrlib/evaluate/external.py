@@ -7,9 +7,15 @@ Each fold model predicts every image; the ensemble is the mean probability of th
 the same Wilson / bootstrap intervals as cross-validation) are reported for the ensemble and for each model,
 over all images and per source.
 
-Writes ``<run>/<task>/external/predictions.csv`` (``path,true,predicted,prob_<class>...,source,patient_id,
-sha256`` for the ensemble, plus ``fold<k>_prob_<class>`` per model) and ``external/external.json``;
-the caller passes the report to ``cxrlib.evaluate.summary.summarize_task``, which keeps it under ``external``.
+Images are grouped as in the splits (source-qualified patient merged with duplicate clusters; an image without
+a patient id is its own group) and the intervals resample those groups. A source that cannot be read or
+decoded costs only itself (listed under ``failed``); a total failure is recorded as ``{"data_root", "error"}``
+by :func:`external_validate_or_error`. For a COVID-19-against-the-rest task a second, ``broad`` analysis
+keeps every other finding (bacterial, fungal, lung opacity, ...) as the negative class.
+
+Writes ``<run>/<task>/external/predictions.csv`` (:data:`ID_COLUMNS`, ``predicted``, ``prob_<class>`` for the
+ensemble, plus ``fold<k>_prob_<class>`` per model) and ``external/external.json``; the caller passes the
+report to ``cxrlib.evaluate.summary.summarize_task``, which keeps it under ``external``.
 """
 
 from __future__ import annotations
@@ -26,15 +32,20 @@ from ..data.images import load_images
 from ..data.phash import near_duplicate_pairs
 from ..data.scan import scan_table
 from ..data.sources import discover
-from ..data.splits import read_splits, task_table
+from ..data.splits import assign_groups, read_splits, task_table
 from ..device import resolve_device
 from ..errors import ArtifactError, DataError
 from ..inference import predict_probs
+from ..labels import COVID
 from ..layout import RunLayout, fold_name
 from ..models import load_checkpoint
 from .pooled import pooled_metrics
 
 CHUNK = 256  # images decoded and predicted at a time
+#: Columns of external/predictions.csv besides the probabilities: ``label`` is the canonical finding,
+#: ``analysis`` "narrow" (a task class) or "broad_only" (another finding, in the broad analysis only) and
+#: ``group`` the bootstrap unit (source-qualified patient merged with duplicate clusters, as in the splits).
+ID_COLUMNS = ("path", "true", "label", "analysis", "source", "patient_id", "group", "sha256")
 
 
 def training_images(run_dir: str | os.PathLike, task: str) -> pd.DataFrame:
@@ -69,24 +80,63 @@ def overlap_with_training(frame: pd.DataFrame, training: pd.DataFrame, near_bits
     return reason
 
 
-def external_images(root: str | os.PathLike, cfg, task: str, progress: bool = False) -> tuple[pd.DataFrame, dict]:
-    """The task's images under ``root`` with ``target`` and ``sha256`` (not yet de-duplicated) and counts.
+def broad_negative(classes: dict[str, list[str]]) -> str | None:
+    """The negative class of a COVID-19-against-the-rest task (two classes, one of them covid19), else None."""
+    if len(classes) != 2 or COVID not in classes:
+        return None
+    return next(c for c in classes if c != COVID)
 
-    Task classes absent from the external data are allowed (an external set often has one class only); a
-    root with no image of any task class raises DataError naming it.
+
+def _read_sources(root, cfg, progress: bool) -> tuple[pd.DataFrame, dict, list[dict], list[dict]]:
+    """Discover and scan ``root``: (scanned rows, counts, failed sources, warnings).
+
+    A source whose reader fails (``discover``'s ``attrs["failed"]``) or none of whose images can be decoded is
+    listed as failed ``{"source", "reason"}``; the other sources are still used.
     """
-    classes = cfg.tasks[task]
     table = discover(root)
+    failed = [{"source": f["folder"] or f["reader"], "reason": f"{f['reader']}: {f['reason']}"}
+              for f in table.attrs.get("failed", [])]
+    warnings = [{"source": entry["folder"], "warning": w}
+                for entry in table.attrs.get("sources", []) for w in entry.get("warnings", [])]
     scanned, quality = scan_table(table, cfg.data.cache_dir, cfg.data.resize, workers=cfg.data.workers,
                                   progress=progress)
+    reasons = dict(zip(quality["path"], quality["reason"]))
+    for source, rows in table.groupby("source", sort=True):
+        if not (scanned["source"] == source).any():
+            first = reasons.get(str(rows["path"].iloc[0]), "unreadable")
+            failed.append({"source": str(source), "reason": f"none of its {len(rows)} images could be read "
+                                                            f"(e.g. {first})"})
+    counts = {"discovered": len(table), "unreadable": len(quality)}
+    return scanned, counts, failed, warnings
+
+
+def external_images(root: str | os.PathLike, cfg, task: str, progress: bool = False) -> tuple[pd.DataFrame, dict]:
+    """The task's images under ``root`` with ``target``, ``sha256`` and ``analysis`` (not yet de-duplicated).
+
+    ``analysis`` is ``"narrow"`` for images of a task class. For a COVID-19-against-the-rest task every other
+    finding (bacterial, fungal, lung opacity, ...) is kept too, as the negative class, with ``analysis`` =
+    ``"broad_only"``; the broad analysis uses both. Task classes absent from the external data are allowed; a
+    root with no image of any task class raises DataError naming it. Counts include ``failed`` sources,
+    ``warnings`` and the labels ``outside_task`` (of the narrow analysis).
+    """
+    classes = cfg.tasks[task]
+    scanned, counts, failed, warnings = _read_sources(root, cfg, progress)
     labels = set(scanned["label"])
     present = {cls: labs for cls, labs in classes.items() if labels & set(labs)}
     if not present:
         raise DataError(f"{root}: no image has a label of task {task!r} {dict(classes)}; labels found: "
-                        f"{sorted(labels)}")
+                        f"{sorted(labels)}" + "".join(f"; failed source {f['source']}: {f['reason']}"
+                                                         for f in failed))
     frame, dropped = task_table(scanned, present, where=str(root))
-    counts = {"discovered": len(table), "unreadable": len(quality), "outside_task": dropped,
-              "absent_classes": [c for c in classes if c not in present]}
+    frame["analysis"] = "narrow"
+    negative = broad_negative(classes)
+    if negative is not None and dropped:
+        rest = scanned[scanned["label"].isin(set(dropped))].copy()
+        rest["target"] = negative
+        rest["analysis"] = "broad_only"
+        frame = pd.concat([frame, rest], ignore_index=True)
+    counts.update({"outside_task": dropped, "absent_classes": [c for c in classes if c not in present],
+                   "failed": failed, "warnings": warnings})
     return frame, counts
 
 
@@ -104,11 +154,8 @@ def predict_external(
     frame: pd.DataFrame, model_paths: list[Path], classes: list[str], cfg, device, progress: bool = False
 ) -> pd.DataFrame:
     """Predictions of each fold model (``fold<k>_prob_<class>``) and of the ensemble (``prob_<class>``)."""
-    out = pd.DataFrame({
-        "path": frame["path"].astype(str).to_numpy(), "true": frame["target"].astype(str).to_numpy(),
-        "source": frame["source"].astype(str).to_numpy(), "patient_id": frame["patient_id"].astype(str).to_numpy(),
-        "sha256": frame["sha256"].astype(str).to_numpy(),
-    })
+    out = pd.DataFrame({"path": frame["path"].astype(str).to_numpy(), "true": frame["target"].astype(str).to_numpy(),
+                        **{c: frame[c].astype(str).to_numpy() for c in ID_COLUMNS[2:] if c in frame.columns}})
     per_model = []
     for k, path in enumerate(model_paths):
         model, meta = load_checkpoint(path, device)
@@ -139,7 +186,7 @@ def model_column(fold: int, cls: str) -> str:
 
 def model_frame(predictions: pd.DataFrame, classes: list[str], fold: int | None) -> pd.DataFrame:
     """The predictions of one fold model (or the ensemble when ``fold`` is None) with plain ``prob_<class>``."""
-    frame = predictions[["path", "true", "source", "patient_id", "sha256"]].copy()
+    frame = predictions[[c for c in ID_COLUMNS if c in predictions.columns]].copy()
     if fold is None:
         probs = predictions[[f"prob_{c}" for c in classes]].to_numpy()
     else:
@@ -157,6 +204,21 @@ def _report(frame: pd.DataFrame, classes: list[str], ev) -> dict[str, Any]:
     return report
 
 
+def _analysis(predictions: pd.DataFrame, classes: list[str], ev, n_models: int) -> dict[str, Any]:
+    return {"ensemble": _report(model_frame(predictions, classes, None), classes, ev),
+            "models": {fold_name(k): _report(model_frame(predictions, classes, k), classes, ev)
+                       for k in range(n_models)}}
+
+
+def _broad(predictions: pd.DataFrame, classes: list[str], ev, n_models: int, negative: str) -> dict[str, Any]:
+    """COVID-19 against every other finding: the negative class holds all non-COVID labels."""
+    others = sorted(set(predictions.loc[predictions["true"] == negative, "label"]))
+    counts = predictions.loc[predictions["true"] == negative, "label"].value_counts().sort_index()
+    return {"negative_label": f"any other finding ({', '.join(others)})",
+            "negative_counts": {str(k): int(v) for k, v in counts.items()},
+            **_analysis(predictions, classes, ev, n_models)}
+
+
 def external_validate(
     run_dir: str | os.PathLike, task: str, cfg, root: str | os.PathLike | None = None,
     device: str | None = None, progress: bool = False,
@@ -165,8 +227,12 @@ def external_validate(
 
     Writes ``<run>/<task>/external/predictions.csv`` and ``external.json`` and returns the report:
     ``{"data_root", "classes", "counts": {discovered, unreadable, outside_task, absent_classes,
-    excluded_in_training, evaluated}, "sources", "ensemble": {"all", "by_source"}, "models": {"fold<k>": ...}}``
-    where each leaf is a :func:`cxrlib.evaluate.pooled_metrics` dict.
+    excluded_in_training, excluded_near_duplicate, excluded_same_patient, evaluated}, "dropped": {"labels":
+    {label: n}, "images"}, "failed": [{"source", "reason"}], "warnings": [{"source", "warning"}], "sources",
+    "ensemble": {"all", "by_source"}, "models": {"fold<k>": ...}}`` where each leaf is a
+    :func:`cxrlib.evaluate.pooled_metrics` dict. A COVID-19-against-the-rest task adds ``"broad"``:
+    ``{"negative_label", "negative_counts", "ensemble", "models"}``, COVID-19 against every other finding.
+    A source that cannot be read costs only itself: it is listed under ``failed``.
     """
     root = root if root is not None else cfg.evaluate.external
     if root is None:
@@ -175,41 +241,55 @@ def external_validate(
     model_paths = _fold_models(run_dir, task, cfg.split.n_folds)
     training = training_images(run_dir, task)
     frame, counts = external_images(root, cfg, task, progress)
+    failed, warnings = counts.pop("failed"), counts.pop("warnings")
     overlap = overlap_with_training(frame, training, cfg.data.near_duplicate_bits)
-    counts["excluded_in_training"] = int((overlap == "identical").sum())
-    counts["excluded_near_duplicate"] = int((overlap == "near_duplicate").sum())
-    counts["excluded_same_patient"] = int((overlap == "same_patient").sum())
+    narrow = (frame["analysis"] == "narrow").to_numpy()
+    counts["excluded_in_training"] = int(((overlap == "identical") & narrow).sum())
+    counts["excluded_near_duplicate"] = int(((overlap == "near_duplicate") & narrow).sum())
+    counts["excluded_same_patient"] = int(((overlap == "same_patient") & narrow).sum())
     frame = frame[overlap == ""].reset_index(drop=True)
-    counts["evaluated"] = len(frame)
-    if frame.empty:
-        raise DataError(f"{root}: all {int((overlap != '').sum())} task images are also in the training data "
-                        f"(identical, near-duplicate or same patient; {RunLayout(run_dir).task(task).splits}); "
+    frame["group"] = assign_groups(frame, cfg.data.near_duplicate_bits).to_numpy() if len(frame) else []
+    counts["evaluated"] = int((frame["analysis"] == "narrow").sum())
+    if counts["evaluated"] == 0:
+        raise DataError(f"{root}: all {int((overlap[narrow] != '').sum())} task images are also in the training "
+                        f"data (identical, near-duplicate or same patient; {RunLayout(run_dir).task(task).splits}); "
                         "nothing left to validate on")
     device = resolve_device(device or cfg.train.device)
     predictions = predict_external(frame, model_paths, classes, cfg, device, progress)
     out = RunLayout(run_dir).task(task)
     io.write_csv(out.external_predictions, predictions)
     ev = cfg.evaluate
+    in_narrow = predictions[predictions["analysis"] == "narrow"].reset_index(drop=True)
     report = {
         "data_root": str(root),
         "classes": classes,
         "counts": counts,
-        "sources": sorted(predictions["source"].unique().tolist()),
-        "ensemble": _report(model_frame(predictions, classes, None), classes, ev),
-        "models": {fold_name(k): _report(model_frame(predictions, classes, k), classes, ev)
-                   for k in range(len(model_paths))},
+        "dropped": {"labels": counts["outside_task"], "images": int(sum(counts["outside_task"].values()))},
+        "failed": failed,
+        "warnings": warnings,
+        "sources": sorted(in_narrow["source"].unique().tolist()),
+        **_analysis(in_narrow, classes, ev, len(model_paths)),
     }
+    negative = broad_negative(cfg.tasks[task])
+    if negative is not None:
+        report["broad"] = _broad(predictions, classes, ev, len(model_paths), negative)
     report = io.json_safe(report)
     io.write_json(out.external_report, report)
     return report
 
 
 def external_validate_or_error(run_dir: str | os.PathLike, task: str, cfg, progress: bool = False
-                               ) -> tuple[dict[str, Any] | None, str | None]:
-    """external_validate, but a bad external root costs only this section: returns (report, None) or
-    (None, message). On failure a previous ``external.json`` is removed so the summary cannot show stale results."""
+                               ) -> dict[str, Any]:
+    """external_validate, but a failure costs only this section and is recorded, never hidden.
+
+    Returns the report, or on a total failure (no readable source, missing models, nothing left after
+    exclusion) ``{"data_root", "error": message}``, which is also written to ``external.json`` (replacing a
+    stale report) so the summary and the page show the error rather than "not configured".
+    """
     try:
-        return external_validate(run_dir, task, cfg, progress=progress), None
+        return external_validate(run_dir, task, cfg, progress=progress)
     except (DataError, ArtifactError) as exc:
-        RunLayout(run_dir).task(task).external_report.unlink(missing_ok=True)
-        return None, str(exc)
+        root = cfg.evaluate.external
+        report = {"data_root": None if root is None else str(root), "error": str(exc)}
+        io.write_json(RunLayout(run_dir).task(task).external_report, report)
+        return report

@@ -60,20 +60,21 @@ class Resampler:
         return self.order[np.repeat(self.starts[pick], sizes) + offsets]
 
 
-def bootstrap(
+def bootstrap_intervals(
     statistic: Callable[[np.ndarray], dict[str, float]],
     n: int,
     clusters: Sequence | None = None,
     resamples: int = 1000,
     level: float = 0.95,
     rng: np.random.Generator | None = None,
-) -> dict[str, tuple[float, float]]:
+) -> dict[str, dict[str, float | int]]:
     """Percentile bootstrap intervals for every statistic returned by ``statistic(row_indices)``.
 
     ``statistic`` maps an index array to a dict of named floats (computed on those rows); it is called once
-    per resample, so several statistics share the same draws. NaN draws (e.g. an AUC on a resample lacking a
-    class) are left out of that statistic's percentiles. ``rng`` must be an explicit numpy Generator.
-    Returns name -> (low, high); (nan, nan) with no resamples or no finite draw.
+    per resample, so several statistics share the same draws. A draw where a statistic is undefined (NaN, e.g.
+    an AUC on a resample lacking a class) is left out of that statistic's percentiles and counted.
+    ``rng`` must be an explicit numpy Generator. Returns name -> ``{"low", "high", "undefined_resamples"}``;
+    low/high are NaN with no resamples or no finite draw.
     """
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
@@ -81,7 +82,7 @@ def bootstrap(
         raise ValueError("bootstrap needs an explicit numpy Generator (rng=np.random.default_rng(seed))")
     if resamples <= 0 or n == 0:
         names = statistic(np.arange(n)).keys()
-        return {name: (math.nan, math.nan) for name in names}
+        return {name: {"low": math.nan, "high": math.nan, "undefined_resamples": 0} for name in names}
     sampler = Resampler(n, clusters)
     draws: dict[str, list[float]] = {}
     for _ in range(resamples):
@@ -91,10 +92,13 @@ def bootstrap(
     out = {}
     for name, values in draws.items():
         arr = np.asarray(values, dtype=float)
-        arr = arr[np.isfinite(arr)]
-        if arr.size == 0:
-            out[name] = (math.nan, math.nan)
-        else:
-            lo, hi = np.quantile(arr, [alpha, 1 - alpha])
-            out[name] = (float(lo), float(hi))
+        finite = arr[np.isfinite(arr)]
+        lo, hi = np.quantile(finite, [alpha, 1 - alpha]) if finite.size else (math.nan, math.nan)
+        out[name] = {"low": float(lo), "high": float(hi), "undefined_resamples": int(arr.size - finite.size)}
     return out
+
+
+def bootstrap(statistic: Callable[[np.ndarray], dict[str, float]], *args, **kwargs) -> dict[str, tuple[float, float]]:
+    """:func:`bootstrap_intervals` (same arguments) as name -> (low, high), without the undefined-draw counts."""
+    full = bootstrap_intervals(statistic, *args, **kwargs)
+    return {name: (v["low"], v["high"]) for name, v in full.items()}

@@ -64,14 +64,24 @@ def _auc(y_binary: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(y_binary, scores))
 
 
+def macro_over_present(values, present) -> float:
+    """Mean of per-class values over the classes with images (``present``); NaN values among them (an AUC
+    with no negatives) are skipped; NaN when none is left."""
+    values = np.asarray(values, dtype=float)[np.asarray(present, dtype=bool)]
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else math.nan
+
+
 def score_predictions(pred_frame: pd.DataFrame, classes: list[str]) -> dict[str, Any]:
     """Metrics of the test rows of one predictions frame (scikit-learn underneath).
 
     Returns ``{"n", "classes", "accuracy", "per_class": {class: {precision, recall, f1, support, specificity,
     auc}}, "macro": {precision, recall, f1, auc}, "weighted": {precision, recall, f1}, "ece",
     "confusion_matrix" (rows true, columns predicted), "covid19": {sensitivity, specificity}}`` (the last only
-    when the task has a covid19 class). Precision of a never-predicted class is 0; an AUC is NaN when the
-    class or its complement is absent.
+    when the task has a covid19 class). A class with no images (absent from an external set) has recall, F1
+    and, unless it was predicted, precision NaN; macro precision / recall / F1 / AUC average over the classes
+    present only (:func:`macro_over_present`), so an absent class never drags them down. Precision of a present
+    class that was never predicted is 0; an AUC is NaN when the class or its complement is absent.
     """
     frame = scored_rows(pred_frame)
     if frame.empty:
@@ -86,21 +96,22 @@ def score_predictions(pred_frame: pd.DataFrame, classes: list[str]) -> dict[str,
         tp = cm[i, i]
         fp = cm[:, i].sum() - tp
         tn = n - cm[i, :].sum() - fp
+        present, predicted = support[i] > 0, cm[:, i].sum() > 0
         per_class[cls] = {
-            "precision": float(prec[i]),
-            "recall": float(rec[i]),
-            "f1": float(f1[i]),
+            "precision": float(prec[i]) if present or predicted else math.nan,
+            "recall": float(rec[i]) if present else math.nan,
+            "f1": float(f1[i]) if present else math.nan,
             "support": int(support[i]),
             "specificity": float(tn / (tn + fp)) if tn + fp else math.nan,
             "auc": _auc(y == i, probs[:, i]),
         }
     out: dict[str, Any] = {"n": n, "classes": list(classes), "accuracy": float(accuracy_score(y, pred)),
                            "per_class": per_class}
-    for average in ("macro", "weighted"):
-        p, r, f, _ = precision_recall_fscore_support(y, pred, labels=labels, average=average, zero_division=0)
-        out[average] = {"precision": float(p), "recall": float(r), "f1": float(f)}
-    aucs = [per_class[c]["auc"] for c in classes]
-    out["macro"]["auc"] = float(np.mean(aucs)) if all(np.isfinite(aucs)) else math.nan
+    present = support > 0
+    out["macro"] = {name: macro_over_present([per_class[c][name] for c in classes], present)
+                    for name in ("precision", "recall", "f1", "auc")}
+    p, r, f, _ = precision_recall_fscore_support(y, pred, labels=labels, average="weighted", zero_division=0)
+    out["weighted"] = {"precision": float(p), "recall": float(r), "f1": float(f)}
     out["ece"] = expected_calibration_error(top_confidence(probs, pred), pred == y)
     out["confusion_matrix"] = cm.tolist()
     if COVID in classes:
@@ -132,7 +143,8 @@ def _nest(flat: dict[str, Any]) -> dict:
 
 
 def across_folds(per_fold: list[dict]) -> dict:
-    """Mean, sample SD (ddof=1) and per-fold values of every metric, nested like score_predictions."""
+    """Mean, sample SD (ddof=1), per-fold values and ``n_folds`` (how many folds had the metric defined, i.e.
+    what the mean and SD cover) of every metric, nested like score_predictions."""
     flats = [_flatten(m) for m in per_fold]
     out = {}
     for key in flats[0]:
@@ -142,5 +154,6 @@ def across_folds(per_fold: list[dict]) -> dict:
             "mean": float(finite.mean()) if finite.size else math.nan,
             "sd": float(finite.std(ddof=1)) if finite.size > 1 else math.nan,
             "values": values.tolist(),
+            "n_folds": int(finite.size),
         }
     return _nest(out)

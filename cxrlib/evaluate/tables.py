@@ -129,7 +129,8 @@ def _cell(entry) -> str:
 
 def external_table(report: dict, summary: dict | None = None) -> pd.DataFrame:
     """Side by side: cross-validation (pooled, from ``summary``), external ensemble overall and per source,
-    and each fold model overall; one row per metric, cells ``value [low, high]``."""
+    the broad COVID-19-against-every-other-finding analysis (binary tasks), and each fold model overall; one
+    row per metric, cells ``value [low, high]``."""
     classes = report["classes"]
     keys = list(ROW_METRICS)
     if "covid19" in classes:
@@ -141,6 +142,8 @@ def external_table(report: dict, summary: dict | None = None) -> pd.DataFrame:
     columns["external ensemble"] = report["ensemble"]["all"]
     for source, metrics in report["ensemble"]["by_source"].items():
         columns[f"ensemble: {source}"] = metrics
+    if "broad" in report:  # COVID-19 against every other finding
+        columns["ensemble: covid19 vs any other finding"] = report["broad"]["ensemble"]["all"]
     for name, model in report["models"].items():
         columns[name] = model["all"]
     table = pd.DataFrame({name: [_cell(_lookup(m, k)) for k in keys] for name, m in columns.items()}, index=keys)

@@ -118,7 +118,7 @@ def build_jobs(spec: RunSpec) -> list[Job]:
             id=f"gradcam:{task}", kind="gradcam", stage=2, task=task, depends=folds,
             notebook=NB_GRADCAM, rendered=t.gradcam_notebook.as_posix(),
             parameters={"run_dir": run_dir, "task": task, "fold": "all", **common},
-            outputs=_posix(t.cam_stats, t.gradcam_notebook), stamp_outputs=_posix(t.cam_stats),
+            outputs=_posix(t.cam_stats, t.cam_road, t.gradcam_notebook), stamp_outputs=_posix(t.cam_stats),
         ))
     finals = ("explore",) + tuple(f"{kind}:{task}" for task in spec.tasks for kind in ("evaluate", "gradcam"))
     summary_nb = rel.summary_notebook.as_posix()

@@ -21,6 +21,15 @@ from .sampling import AugmentedBatches, epoch_indices, split_batches, worker_ini
 from .seeding import generator
 
 
+def cache_ignored_augmentations(t: TrainConfig) -> list[str]:
+    """The configured augmentations the frozen-feature cache cannot replay (it stores centre-crop features of
+    each image and its flip): random crops, rotation, brightness/contrast jitter."""
+    ignored = ["random_crop"] if t.random_crop else []
+    ignored += [f"rotation={t.rotation:g}"] if t.rotation else []
+    ignored += [f"brightness={t.brightness:g}"] if t.brightness else []
+    return ignored
+
+
 class EpochRunner:
     """Trains one epoch and runs one validation pass of ``model`` on a fold's images (AMP on CUDA)."""
 
@@ -37,10 +46,12 @@ class EpochRunner:
         self.cache: Optional[FeatureCache] = None
         self.val_cache: Optional[FeatureCache] = None
         self.cache_seconds = 0.0
+        self.cache_ignored: list[str] = []
         if use_cache:
             start = time.perf_counter()
-            if t.random_crop or t.rotation or t.brightness:
-                echo("feature cache: centre crop + flip only (random crop, rotation, jitter are not cached)")
+            self.cache_ignored = cache_ignored_augmentations(t)
+            if self.cache_ignored:
+                echo(f"feature cache: centre crop + flip only; not replayed: {', '.join(self.cache_ignored)}")
             bs = max(64, t.batch_size)
             self.cache = build_feature_cache(model, self.train_images, t.image_size, bs, device, t.hflip, self.amp)
             self.val_cache = build_feature_cache(model, self.val_images, t.image_size, bs, device, False, self.amp)

@@ -32,7 +32,7 @@ from .checkpoint import HISTORY_COLUMNS, Checkpointer
 from .distributed import Dist
 from .fold_data import FoldData, load_fold_data
 from .loop import fit
-from .seeding import derive_seed
+from .seeding import derive_seed, set_deterministic
 
 
 @dataclass
@@ -66,16 +66,18 @@ def train_fold(cfg: StudyConfig, run_dir: str | os.PathLike, task: str, fold: in
     device = resolve_device(cfg.train.device, d.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    deterministic = set_deterministic(cfg.train.deterministic, device)
     if own_group:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
-        return _train_fold(cfg, run_dir, task, fold, force, progress, callback, d, device)
+        return _train_fold(cfg, run_dir, task, fold, force, progress, callback, d, device, deterministic)
     finally:
         if own_group:
             dist.destroy_process_group()
 
 
-def _train_fold(cfg, run_dir, task, fold, force, progress, callback, d: Dist, device) -> FoldResult:
+def _train_fold(cfg, run_dir, task, fold, force, progress, callback, d: Dist, device,
+                deterministic: dict) -> FoldResult:
     layout = RunLayout(run_dir).fold(task, fold)
     out, done = layout.dir, layout.train_info
     echo = functools.partial(print, flush=True) if d.is_main else (lambda msg: None)
@@ -112,6 +114,7 @@ def _train_fold(cfg, run_dir, task, fold, force, progress, callback, d: Dist, de
             "world_size": d.world, "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
             "epochs_run": len(result.history), "stopped_early": result.stopped_early,
             "resumed_from_epoch": result.resumed_from_epoch, "feature_cache": result.feature_cache,
+            "feature_cache_ignored": result.feature_cache_ignored, "deterministic": deterministic,
             "n_images": n, "val_accuracy": acc.get("val"), "test_accuracy": acc.get("test"),
             "timings": {"load_images_s": load_s, "fit_s": result.seconds,
                         "feature_cache_s": result.feature_cache_seconds,

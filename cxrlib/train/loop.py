@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import torch
@@ -31,6 +31,7 @@ class FitResult:
     resumed_from_epoch: int
     seconds: float
     feature_cache_seconds: float = 0.0
+    feature_cache_ignored: list = field(default_factory=list)  # augmentations the cache could not replay
 
 
 def _uses_feature_cache(model: nn.Module, t: TrainConfig, d: Dist, echo) -> bool:
@@ -120,4 +121,4 @@ def fit(model: nn.Module, data: FoldData, t: TrainConfig, fold: Optional[FoldLay
         bar.close()
     saver.restore_best(model, best_state, state.best_epoch)
     return FitResult(state.history, state.best_epoch, state.best_val_loss, stopped, use_cache, first_epoch - 1,
-                     time.perf_counter() - start_time, runner.cache_seconds)
+                     time.perf_counter() - start_time, runner.cache_seconds, runner.cache_ignored)

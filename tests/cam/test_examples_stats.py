@@ -204,7 +204,28 @@ def test_notebook_runs_under_nbval(fake_run, tmp_path):
                       "cam.n_examples=2", "cam.method=gradcam", "cam.layers=[layer3, layer4]"],
     })
     stats = pd.read_csv(run_dir / "multiclass" / "cam_stats.csv")
-    assert set(stats["layer"]) == {"layer3", "layer4"} and stats["road_cam"].notna().sum() == 2
+    assert set(stats["layer"]) == {"layer3", "layer4"}
+    road = pd.read_csv(run_dir / "multiclass" / "cam_road.csv")  # ROAD on a random sample, per percentile
+    assert road["path"].nunique() == 2 and sorted(road["percentile"].unique()) == [20, 40, 60, 80]
     pngs = sorted(p.name for p in (run_dir / "multiclass" / "figures").glob("*.png"))
     assert pngs == sorted(f"{n}_gradcam_foldall.png" for n in ("cam_layers", "cam_covid_grid", "cam_correct_vs_wrong",
                                                               "cam_browser_first"))
+
+
+def test_road_table_on_a_random_sample_per_percentile(fake_run):
+    from cxrlib.cam.road import ROAD_COLUMNS, road_table
+
+    ex = gallery_examples.build_examples(fake_run / "run", "multiclass", 0, 5, fake_run / "cache",
+                                         selection="random", seed=0)
+    again = gallery_examples.build_examples(fake_run / "run", "multiclass", 0, 5, fake_run / "cache",
+                                            selection="random", seed=0)
+    assert len(ex) == 5 and list(ex.frame["path"]) == list(again.frame["path"])
+    road = road_table(ex, "gradcam", samples=4, seed=0, percentiles=(20, 80))
+    assert list(road.columns) == ROAD_COLUMNS and len(road) == 8
+    assert sorted(road["removed_share"].unique().round(2)) == [0.2, 0.8] and road["road_cam"].notna().all()
+    path = gallery_stats.write_road_table(fake_run / "run", "multiclass", road)
+    assert path.name == "cam_road.csv" and len(pd.read_csv(path)) == 8
+    per = gallery_stats.road_per_percentile(road)
+    assert list(per.index) == [20, 80] and (per["road_cam_n"] == 4).all()
+    with pytest.raises(ValueError, match="selection"):
+        gallery_examples.build_examples(fake_run / "run", "multiclass", 0, 5, fake_run / "cache", selection="x")

@@ -100,7 +100,8 @@ def test_bootstrap_statistic_matches_sklearn_on_full_sample():
 
 
 def test_pooled_intervals_wilson_and_bootstrap():
-    frame = pd.concat([fold_predictions(CLASSES, k) for k in range(5)], ignore_index=True)
+    # no patient ids: every image is its own group, so proportions get Wilson intervals
+    frame = pd.concat([fold_predictions(CLASSES, k) for k in range(5)], ignore_index=True).assign(patient_id="")
     a = ev.pooled_metrics(frame, CLASSES, 0.95, 200, seed=3)
     b = ev.pooled_metrics(frame, CLASSES, 0.95, 200, seed=3)
     c = ev.pooled_metrics(frame, CLASSES, 0.95, 200, seed=4)
@@ -116,7 +117,7 @@ def test_pooled_intervals_wilson_and_bootstrap():
         wilson(tp, cm[2].sum(), 0.95))
     for entry in (a["macro"]["f1"], a["weighted"]["f1"], a["per_class"]["normal"]["auc"], a["ece"]):
         assert entry["low"] <= entry["value"] <= entry["high"]
-        assert entry["method"].startswith("bootstrap")
+        assert entry["method"] == "bootstrap (images)" and entry["undefined_resamples"] == 0
 
 
 def test_cluster_bootstrap_by_patient_when_known():
@@ -130,13 +131,18 @@ def test_cluster_bootstrap_by_patient_when_known():
     pooled = ev.pooled_metrics(frame, CLASSES, 0.95, 100, seed=0)
     assert pooled["bootstrap"]["unit"] == "patient"
     assert pooled["bootstrap"]["clusters"] == len(set(ids)) < pooled["n"]
-    assert pooled["macro"]["f1"]["method"] == "bootstrap (patients)"
+    assert pooled["macro"]["f1"]["method"] == "cluster bootstrap (patients)"
+    # headline proportions respect patients too (no Wilson interval when images share patients)
+    for entry in (pooled["accuracy"], pooled["covid19"]["sensitivity"], pooled["per_class"]["normal"]["precision"]):
+        assert entry["method"] == "cluster bootstrap (patients)" and entry["low"] <= entry["value"] <= entry["high"]
     # the same draws as a direct cluster bootstrap with the patient ids
     y, pred, probs = ev_metrics._arrays(test, CLASSES)
     direct = bootstrap(ev_pooled._bootstrap_statistic(y, pred, probs, 3), len(y), ids, 100, 0.95, np.random.default_rng(0))
     assert (pooled["macro"]["f1"]["low"], pooled["macro"]["f1"]["high"]) == pytest.approx(direct["macro.f1"])
     no_ids = ev.pooled_metrics(frame.assign(patient_id=""), CLASSES, 0.95, 100, seed=0)
-    assert no_ids["bootstrap"] == {"unit": "image", "clusters": pooled["n"], "resamples": 100, "seed": 0}
+    assert no_ids["bootstrap"] == {"unit": "image", "clusters": pooled["n"], "resamples": 100, "seed": 0,
+                                   "method": "bootstrap (images)"}
+    assert no_ids["accuracy"]["method"] == "wilson"
 
 
 def test_missing_folds_named(tmp_path):

@@ -97,8 +97,10 @@ def test_report_intervals_per_source_and_files(setup):
     ens = report["ensemble"]
     assert ens["all"]["n"] == 17
     assert ens["by_source"]["site_a"]["n"] + ens["by_source"]["site_b"]["n"] == 17
-    assert ens["all"]["accuracy"]["method"] == "wilson"
-    assert ens["all"]["bootstrap"]["unit"] == "patient"
+    # two images per patient: headline intervals resample source-qualified patients (merged with duplicates)
+    assert ens["all"]["accuracy"]["method"] == "cluster bootstrap (patients and duplicate clusters)"
+    assert ens["all"]["bootstrap"]["unit"] == "group" and ens["all"]["bootstrap"]["clusters"] < 17
+    assert report["failed"] == [] and report["dropped"] == {"labels": {"bacterial_pneumonia": 1}, "images": 1}
     assert "covid19" in ens["all"] and "sensitivity" in ens["all"]["covid19"]
     stored = json.loads((run / "multiclass" / "external" / "external.json").read_text())
     assert stored == report
@@ -188,7 +190,8 @@ def test_a_bad_external_root_costs_only_the_external_section(setup, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     bad = load_config(None, [*overrides, f"evaluate.external={empty}"])
-    report, error = external_validate_or_error(copy, "multiclass", bad)
-    assert report is None and str(empty) in error
-    assert not (copy / "multiclass" / "external" / "external.json").exists()  # no stale results in the summary
-    assert "external" not in ev.summarize_task(copy, "multiclass", bad)
+    report = external_validate_or_error(copy, "multiclass", bad)
+    assert report["data_root"] == str(empty) and str(empty) in report["error"]
+    written = json.loads((copy / "multiclass" / "external" / "external.json").read_text())
+    assert written == report  # the stale results are replaced by the error
+    assert ev.summarize_task(copy, "multiclass", bad, external=report)["external"]["error"] == report["error"]

@@ -136,7 +136,7 @@ def test_completed_run_has_every_notebook_page_and_json(work, completed):
     assert all(p.stat().st_mtime_ns == t for p, t in trained.items())
     expected = ["run.json", "index.html", "01_data_exploration.ipynb", "01_data_exploration.html",
                 "05_summary.ipynb", "05_summary.html"]
-    expected += [f"binary/{n}" for n in ("splits.csv", "quality.csv", "summary.json", "cam_stats.csv",
+    expected += [f"binary/{n}" for n in ("splits.csv", "quality.csv", "summary.json", "cam_stats.csv", "cam_road.csv",
                                          "03_evaluate.ipynb", "03_evaluate.html",
                                          "04_gradcam_gallery.ipynb", "04_gradcam_gallery.html")]
     for k in range(3):
