@@ -1,8 +1,9 @@
 """Training speed of cxrlib vs a plain torchvision loop, side by side in one process (CPU).
 
 Same model (resnet18), batch, image size and in-memory uint8 data for both:
-- full: end-to-end training images/s; cxrlib (batched augmentation) vs a DataLoader with per-sample
-  torchvision.transforms.v2 (random crop, flip, normalise). Target full_ratio >= 1.0.
+- full: end-to-end training images/s; cxrlib (batched augmentation, channels_last from 96 px crops on CPU)
+  vs a DataLoader with per-sample torchvision.transforms.v2 (random crop, flip, normalise), at the CPU
+  profile's crop size (params/cpu.yaml) and at 64 and 128 px. Target full_ratio >= 1.2 at the profile's size.
 - frozen: a frozen backbone trained 20 epochs; cxrlib's feature cache (backbone run once on each image and
   its mirror) vs the plain loop running the backbone forward every epoch. Target frozen_ratio >= 8.
 Then the peak RSS of one params/cpu.yaml fold (synthetic images of its size and count, 1 epoch) in a
@@ -30,8 +31,14 @@ from cxrlib.train import FoldData, fit
 from cxrlib.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 REPO = Path(__file__).resolve().parents[1]
-RESIZE, SIZE, BATCH, N_TRAIN, N_VAL = 72, 64, 32, 256, 32
+RESIZE, SIZE, BATCH, N_TRAIN, N_VAL = 72, 64, 32, 256, 32  # RESIZE/SIZE: set per measurement by use_size()
 FROZEN_EPOCHS = 20
+
+
+def use_size(size: int) -> None:
+    """Measure at ``size`` px crops of ``size * 9 // 8`` px images (the profiles' ratio)."""
+    global RESIZE, SIZE
+    RESIZE, SIZE = size * 9 // 8, size
 
 
 def synthetic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -148,17 +155,24 @@ def peak_rss_of_cpu_fold() -> str:
 def main() -> None:
     print(f"CPU threads: {torch.get_num_threads()}; resnet18, batch {BATCH}, {SIZE} px crops of {RESIZE} px, "
           f"{N_TRAIN} train + {N_VAL} val images in memory", flush=True)
-    cxr_full, plain_full = [], []
-    for _ in range(3):  # interleaved, best of three: the machine may be shared
-        cxr_full.append(cxrlib_run(1, "none"))
-        plain_full.append(plain_run(1, freeze=False))
-    print(f"full:   cxrlib {max(cxr_full):7.1f} img/s   plain {max(plain_full):7.1f} img/s", flush=True)
+    profile = load_config(REPO / "params" / "cpu.yaml").train.image_size
+    ratios = {}
+    for size in sorted({64, 128, profile}):
+        use_size(size)
+        cxr_full, plain_full = [], []
+        for _ in range(3):  # interleaved, best of three: the machine may be shared
+            cxr_full.append(cxrlib_run(1, "none"))
+            plain_full.append(plain_run(1, freeze=False))
+        ratios[size] = max(cxr_full) / max(plain_full)
+        print(f"full {size:3d} px: cxrlib {max(cxr_full):7.1f} img/s   plain {max(plain_full):7.1f} img/s   "
+              f"full_ratio_{size}={ratios[size]:.2f}", flush=True)
+    use_size(64)
     cxr_frozen = cxrlib_run(FROZEN_EPOCHS, "backbone")
     plain_frozen = plain_run(FROZEN_EPOCHS, freeze=True)
     print(f"frozen: cxrlib {cxr_frozen:7.1f} img/s   plain {plain_frozen:7.1f} img/s "
           f"({FROZEN_EPOCHS} epochs, feature cache vs backbone forward every epoch)", flush=True)
     print(f"cpu.yaml fold (synthetic, 1 epoch): {peak_rss_of_cpu_fold()}", flush=True)
-    print(f"full_ratio={max(cxr_full) / max(plain_full):.2f}")
+    print(f"full_ratio={ratios[profile]:.2f}  (at the CPU profile's {profile} px)")
     print(f"frozen_ratio={cxr_frozen / plain_frozen:.2f}")
 
 

@@ -66,6 +66,8 @@ class TrainConfig:
     patience: int = 5  # early stopping on validation loss; the best weights are restored
     sampler: Literal["weighted", "none"] = "weighted"
     feature_cache: bool = True  # frozen backbone: compute features once, train the head on them
+    # auto: channels_last on CUDA, and on CPU from 96 px crops (faster there; slower on tiny crops)
+    memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     num_workers: int = 0
     seed: int = 0

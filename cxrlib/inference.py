@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .device import to_device
+from .device import to_device, use_channels_last
 from .transforms import eval_batch
 
 
@@ -15,12 +15,15 @@ def predict_probs(model: nn.Module, images_uint8, image_size: int, batch_size: i
                   device: str | torch.device = "cpu") -> np.ndarray:
     """Softmax probabilities (N, C) of ``model`` in eval mode on uint8 images (N,S,S), in batches."""
     device = torch.device(device)
+    channels_last = use_channels_last(device, image_size)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     was_training = model.training
     model.eval()
     out = []
     try:
         for start in range(0, len(images_uint8), batch_size):
-            x = to_device(eval_batch(images_uint8[start:start + batch_size], image_size), device)
+            x = to_device(eval_batch(images_uint8[start:start + batch_size], image_size), device, channels_last)
             out.append(torch.softmax(model(x).float(), dim=1).cpu())
     finally:
         model.train(was_training)

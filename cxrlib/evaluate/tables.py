@@ -109,7 +109,8 @@ def _num(value) -> float:
 ROW_METRICS = ("accuracy", "macro.f1", "macro.auc", "ece")
 
 
-def _lookup(metrics: dict, key: str):
+def lookup(metrics: dict, key: str):
+    """The value at dotted ``key`` (``per_class.covid19.recall``) of a metrics tree, or None."""
     node: Any = metrics
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -146,7 +147,7 @@ def external_table(report: dict, summary: dict | None = None) -> pd.DataFrame:
         columns["ensemble: covid19 vs any other finding"] = report["broad"]["ensemble"]["all"]
     for name, model in report["models"].items():
         columns[name] = model["all"]
-    table = pd.DataFrame({name: [_cell(_lookup(m, k)) for k in keys] for name, m in columns.items()}, index=keys)
+    table = pd.DataFrame({name: [_cell(lookup(m, k)) for k in keys] for name, m in columns.items()}, index=keys)
     table.loc["n images"] = [str(m.get("n", "")) for m in columns.values()]
     table.index.name = "metric"
     return table

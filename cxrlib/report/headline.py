@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from ..evaluate.tables import PUBLISHED
-from ..evaluate.tables import _lookup as _get  # dotted-key lookup, shared with the external table
+from ..evaluate.tables import lookup as _get  # dotted-key lookup, shared with the external table
 
 #: (row label, key into across_folds / pooled / external metrics, published key)
 HEADLINE_METRICS = (

@@ -11,7 +11,7 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from ..config import TrainConfig
-from ..device import to_device
+from ..device import to_device, use_channels_last
 from ..models import head_name, set_train_mode, unwrap
 from ..transforms import Augment, as_uint8_batch, check_batch_stats, eval_batch
 from .distributed import Dist
@@ -37,6 +37,7 @@ class EpochRunner:
                  use_cache: bool, echo: Callable[[str], None]):
         self.model, self.t, self.device, self.d = model, t, device, d
         self.amp = device.type == "cuda"
+        self.channels_last = use_channels_last(device, t.image_size, t.memory_format)
         self.train_images, self.train_targets = data.part("train")
         self.val_images, self.val_targets = data.part("val")
         self.source_size = self.train_images.shape[-1]
@@ -63,7 +64,7 @@ class EpochRunner:
         self.train_y = torch.as_tensor(self.train_targets)
 
     def _to(self, x: torch.Tensor) -> torch.Tensor:
-        return to_device(x, self.device)
+        return to_device(x, self.device, self.channels_last)
 
     def _step(self, net: nn.Module, opt, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
         with torch.autocast(self.device.type, enabled=self.amp):

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
+from ..device import use_channels_last
 from ..errors import CxrError
 from ..layout import FoldLayout
 from ..models import unwrap
@@ -55,7 +56,7 @@ def fit(model: nn.Module, data: FoldData, t: TrainConfig, fold: Optional[FoldLay
     """
     start_time = time.perf_counter()
     model.to(device)
-    if device.type == "cuda":
+    if use_channels_last(device, t.image_size, t.memory_format):
         model.to(memory_format=torch.channels_last)
     use_cache = _uses_feature_cache(model, t, d, echo)
     params = [p for p in model.parameters() if p.requires_grad]
