@@ -102,7 +102,7 @@ def training_data(splits) -> dict[str, Any]:
 def results(summary: dict | None) -> dict[str, Any]:
     """Cross-validation (pooled with intervals, mean/SD over folds) and external results of ``summary.json``."""
     if summary is None:
-        return {"cross_validation": None, "external": None, "note": "no summary.json: the task was not evaluated"}
+        return {"cross_validation": None, "external": None, "note": "no evaluation summary: the task was not evaluated"}
     return {"cross_validation": {"pooled": summary.get("pooled"), "across_folds": summary.get("across_folds"),
                                  "ci_level": summary.get("ci_level")},
             "external": summary.get("external")}
