@@ -222,7 +222,7 @@ class RunLayout:
     @property
     def record_lock(self) -> Path:
         """The lock file that serialises updates of the record across processes and machines."""
-        return self.root / "run.json.lock"
+        return self.root / ".run.json.lock"  # hidden: not a result
 
     @property
     def index_html(self) -> Path:
