@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Wall time of the whole study as `make run` runs it (params/cpu.yaml, no pretrained download) on the shared
-# data, in a fresh run folder under a temporary results dir, on at most 2 cores. Last line: seconds.
+# data, in a fresh run folder under a temporary results dir, on at most 2 cores. Prints the wall seconds, then
+# as the last line overhead=<study wall / sum of every fold's training epoch seconds> (target <= 1.25).
 # Usage: bench/study_wall.sh [extra run_all.py args]   (DATA=/path/to/root to use another data root)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -18,5 +19,7 @@ start=$(date +%s.%N)
 code=$?
 end=$(date +%s.%N)
 echo "exit code: $code" >&2
-python3 -c "print(round($end - $start, 1))"
+wall=$(python3 -c "print(round($end - $start, 1))")
+echo "wall_s=$wall"
+"$PY" bench/study_overhead.py "$results/$run" "$wall"
 exit $code
