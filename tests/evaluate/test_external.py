@@ -18,7 +18,7 @@ from cxrlib.evaluate.tables import external_table
 from cxrlib.models import build_model, save_checkpoint
 from support.fake_run import MULTICLASS, make_fake_run
 from support.nbval_helper import run_notebook_under_nbval
-from support.synthetic import xray_like
+from support.images import xray_like
 
 LABELS = ["normal", "viral_pneumonia", "covid19"]
 

@@ -15,7 +15,7 @@ from cxrlib.config import load_config
 from cxrlib.evaluate.external import external_validate, external_validate_or_error
 from cxrlib.models import build_model, save_checkpoint
 from support.fake_run import BINARY, MULTICLASS, make_fake_run
-from support.synthetic import xray_like
+from support.images import xray_like
 
 
 def _manifest_source(folder: Path, labels: list[str], rng, prefix: str, patients: bool = True) -> None:

@@ -5,18 +5,13 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+
+from support import images
 
 
 def write_image(path: Path, size: int = 16, value: int = 0) -> Path:
     """Write a tiny gray image (PNG or JPEG by extension) whose pixels depend on ``value``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arr = ((np.arange(size * size).reshape(size, size) + 7 * value) % 256).astype(np.uint8)
-    fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
-    Image.fromarray(arr).save(path, format=fmt)
-    return path
+    return images.write(path, images.pattern(size, value))
 
 
 def make_kaggle_radiography(root: Path, version: str = "v2", counts: dict[str, int] | None = None) -> Path:

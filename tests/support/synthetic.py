@@ -7,14 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-
-def xray_like(rng: np.random.Generator, size: int = 48, brightness: int = 0) -> np.ndarray:
-    """A gray image with two dark 'lungs' on a brighter body and random texture: distinct per draw."""
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    body = 150 + 60 * np.exp(-((xx - 0.5) ** 2) / 0.08)
-    lungs = np.exp(-(((xx - 0.3) ** 2) / 0.01 + ((yy - 0.5) ** 2) / 0.06)) + np.exp(-(((xx - 0.7) ** 2) / 0.01 + ((yy - 0.5) ** 2) / 0.06))
-    img = body - 90 * lungs + rng.normal(0, 25, (size, size)) + brightness
-    return np.clip(img, 0, 255).astype(np.uint8)
+from support.images import xray_like
 
 
 def make_class_folders(root: Path, counts: dict[str, int], size: int = 48, seed: int = 0) -> Path:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from cxrlib.config import load_config
+from support import images
 from cxrlib.data.splits import SPLIT_COLUMNS, write_splits
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,14 +22,9 @@ def make_run(root: Path, per_class: int = 8, size: int = 40, n_folds: int = 5, t
     """Write per_class images per class and ``<root>/run/<task>/splits.csv``; returns the run dir."""
     rng = np.random.default_rng(seed)
     rows = []
-    q = size // 4
     for ci, cls in enumerate(CLASSES):
         for i in range(per_class):
-            img = rng.integers(30, 110, (size, size)).astype(np.uint8)
-            img[ci * q: ci * q + q + 4, :] += 120  # the class is where the bright band is
-            path = root / "img" / f"{cls}_{i}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(img).save(path)
+            path = images.write(root / "img" / f"{cls}_{i}.png", images.band(rng, size, ci))
             rows.append({"path": str(path), "label": cls, "source": "synth", "patient_id": f"{cls}{i}",
                          "group": f"{cls}{i}", "fold": i % n_folds, "target": cls,
                          "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "phash": "0" * 64,

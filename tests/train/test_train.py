@@ -11,7 +11,7 @@ from cxrlib import io
 from cxrlib.errors import CxrError
 from cxrlib.models import load_checkpoint
 from cxrlib.train import HISTORY_COLUMNS, epoch_indices, split_batches, train_fold
-from support.train_helpers import CLASSES, REPO, SMOKE, make_run, smoke_config
+from support.train_helpers import CLASSES, REPO, SMOKE, make_run
 
 torch.set_num_threads(1)
 
@@ -25,8 +25,8 @@ def _history(result) -> pd.DataFrame:
     return pd.read_csv(result.fold_dir / "history.csv")
 
 
-def test_fold_writes_every_artifact_and_is_not_recomputed(run_dir, tmp_path):
-    cfg = smoke_config(tmp_path, "train.epochs=3", "train.patience=3")
+def test_fold_writes_every_artifact_and_is_not_recomputed(run_dir, tmp_path, smoke_cfg):
+    cfg = smoke_cfg("train.epochs=3", "train.patience=3")
     result = train_fold(cfg, run_dir, "multiclass", 0, progress=False)
     out = run_dir / "multiclass" / "fold0"
     assert result.fold_dir == out and not result.skipped
@@ -58,14 +58,14 @@ def test_fold_writes_every_artifact_and_is_not_recomputed(run_dir, tmp_path):
     again = train_fold(cfg, run_dir, "multiclass", 0, progress=False)
     assert again.skipped and (out / "model.pt").stat().st_mtime_ns == stamp
     assert again.history.equals(history)
-    forced = train_fold(smoke_config(tmp_path, "train.epochs=1"), run_dir, "multiclass", 0, force=True,
+    forced = train_fold(smoke_cfg("train.epochs=1"), run_dir, "multiclass", 0, force=True,
                         progress=False)
     assert not forced.skipped and _history(forced)["epoch"].tolist() == [1]
 
 
-def test_resume_continues_at_the_next_epoch_and_matches_an_uninterrupted_run(tmp_path):
+def test_resume_continues_at_the_next_epoch_and_matches_an_uninterrupted_run(tmp_path, smoke_cfg):
     run = make_run(tmp_path / "a")
-    cfg = smoke_config(tmp_path, "train.epochs=3", "train.patience=5")
+    cfg = smoke_cfg("train.epochs=3", "train.patience=5")
     whole = _history(train_fold(cfg, run, "multiclass", 1, progress=False))
 
     run_b = make_run(tmp_path / "b")
@@ -81,7 +81,7 @@ def test_resume_continues_at_the_next_epoch_and_matches_an_uninterrupted_run(tmp
     assert pd.read_csv(out / "history.csv")["epoch"].tolist() == [1, 2]
 
     with pytest.raises(CxrError, match="other params.*force=True"):
-        train_fold(smoke_config(tmp_path, "train.epochs=3", "train.lr=0.5"), run_b, "multiclass", 1, progress=False)
+        train_fold(smoke_cfg("train.epochs=3", "train.lr=0.5"), run_b, "multiclass", 1, progress=False)
     seen = []
     resumed = train_fold(cfg, run_b, "multiclass", 1, progress=False, callback=lambda r: seen.append(r["epoch"]))
     assert seen == [3] and resumed.info["resumed_from_epoch"] == 2 and not (out / "checkpoint_last.pt").exists()
@@ -91,18 +91,18 @@ def test_resume_continues_at_the_next_epoch_and_matches_an_uninterrupted_run(tmp
     # Same seed, fresh run: the same history; another seed: a different one (the check can fail).
     again = _history(train_fold(cfg, make_run(tmp_path / "c"), "multiclass", 1, progress=False))
     pd.testing.assert_frame_equal(again[["train_loss", "val_loss"]], whole[["train_loss", "val_loss"]], rtol=1e-6)
-    other = _history(train_fold(smoke_config(tmp_path, "train.epochs=3", "train.seed=7"), make_run(tmp_path / "d"),
+    other = _history(train_fold(smoke_cfg("train.epochs=3", "train.seed=7"), make_run(tmp_path / "d"),
                                 "multiclass", 1, progress=False))
     assert not np.allclose(other["train_loss"], whole["train_loss"], rtol=1e-6)
 
 
-def test_frozen_backbone_fast_path_matches_the_slow_path(tmp_path):
+def test_frozen_backbone_fast_path_matches_the_slow_path(tmp_path, smoke_cfg):
     common = ["model.freeze=backbone", "train.random_crop=false", "train.hflip=true", "train.optimizer=sgd",
               "train.lr=0.05", "train.epochs=3", "train.patience=5", "train.batch_size=4"]
     runs = {}
     for cached in (True, False):
         run = make_run(tmp_path / str(cached))
-        result = train_fold(smoke_config(tmp_path, *common, f"train.feature_cache={str(cached).lower()}"), run,
+        result = train_fold(smoke_cfg(*common, f"train.feature_cache={str(cached).lower()}"), run,
                             "multiclass", 2, progress=False)
         assert result.info["feature_cache"] is cached
         runs[cached] = (_history(result), load_checkpoint(result.fold_dir / "model.pt")[0])
@@ -147,12 +147,12 @@ def test_train_notebook_runs_under_nbval(tmp_path):
     assert all((fold / name).is_file() for name in ("model.pt", "history.csv", "predictions.csv", "train.json"))
 
 
-def test_a_kill_between_the_last_checkpoint_and_model_pt_is_repaired_on_resume(tmp_path, monkeypatch):
+def test_a_kill_between_the_last_checkpoint_and_model_pt_is_repaired_on_resume(tmp_path, monkeypatch, smoke_cfg):
     """model.pt must always hold the best epoch's weights, whichever write a kill interrupts."""
     import cxrlib.train.checkpoint as train
 
     run = make_run(tmp_path)
-    cfg = smoke_config(tmp_path, "train.epochs=3", "train.patience=5")
+    cfg = smoke_cfg("train.epochs=3", "train.patience=5")
     out = run / "multiclass" / "fold0"
     real_save = train.save_checkpoint
 
