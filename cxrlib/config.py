@@ -68,6 +68,10 @@ class TrainConfig:
     feature_cache: bool = True  # frozen backbone: compute features once, train the head on them
     # auto: channels_last on CUDA, and on CPU from 96 px crops (faster there; slower on tiny crops)
     memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # auto: bf16 on CUDA that has it, else fp16; fp32 on CPU
+    compile: bool = False  # torch.compile the model (falls back to eager, with a log line, where it fails)
+    augment_on: Literal["auto", "device", "host"] = "auto"  # auto: on CUDA the uint8 images live on the GPU
+    label_smoothing: float = 0.0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     num_workers: int = 0
     seed: int = 0
@@ -79,6 +83,7 @@ class EvaluateConfig:
     bootstrap: int = 1000
     ci_level: float = 0.95
     external: Optional[str] = None  # a data root in any supported layout
+    tta_flip: bool = False  # predictions average the image and its mirror (training's validation stays plain)
     seed: int = 0
 
 
@@ -269,6 +274,7 @@ def _check_values(cfg: StudyConfig, where: str) -> None:
     need(t.batch_size >= 1, "train.batch_size", "must be >= 1")
     need(t.epochs >= 1, "train.epochs", "must be >= 1")
     need(t.patience >= 1, "train.patience", "must be >= 1")
+    need(0 <= t.label_smoothing < 1, "train.label_smoothing", f"must be in [0, 1), got {t.label_smoothing}")
     need(t.rotation >= 0 and t.brightness >= 0, "train.rotation/brightness", "must be >= 0")
     need(t.num_workers >= 0, "train.num_workers", "must be >= 0")
     need(e.bootstrap >= 0, "evaluate.bootstrap", "must be >= 0")

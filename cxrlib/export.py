@@ -35,10 +35,11 @@ INTENDED_USE = ("Research only: not for clinical use, diagnosis or triage. Train
 class EnsembleModule(nn.Module):
     """Crop + normalise + every fold model + mean softmax, for (N, 1, resize, resize) uint8 or float 0..1 input."""
 
-    def __init__(self, models: Sequence[nn.Module], resize: int, image_size: int):
+    def __init__(self, models: Sequence[nn.Module], resize: int, image_size: int, tta_flip: bool = False):
         super().__init__()
         self.models = nn.ModuleList(models)
         self.image_size = int(image_size)
+        self.tta_flip = bool(tta_flip)  # each image averaged with its mirror, as the study predicted
         # torchvision's centre-crop anchor for a resize x resize input
         self.top = int(round((resize - image_size) / 2.0))
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1))
@@ -55,13 +56,16 @@ class EnsembleModule(nn.Module):
         total = torch.zeros(0)
         for i, model in enumerate(self.models):
             p = torch.softmax(model(x), dim=1)
+            if self.tta_flip:
+                p = (p + torch.softmax(model(torch.flip(x, dims=[3])), dim=1)) / 2
             total = p if i == 0 else total + p
         return total / len(self.models)
 
 
 def ensemble_module(ens: FoldEnsemble) -> EnsembleModule:
     """The wrapper of an ensemble's fold models (on CPU, eval mode)."""
-    return EnsembleModule([ens.models[k].to("cpu") for k in ens.folds], ens.resize, ens.image_size).eval()
+    return EnsembleModule([ens.models[k].to("cpu") for k in ens.folds], ens.resize, ens.image_size,
+                          ens.tta_flip).eval()
 
 
 def _write_model(module: EnsembleModule, fmt: str, path: Path, resize: int) -> None:
@@ -129,6 +133,7 @@ def model_card(run_dir: str | os.PathLike, task: str, ens: FoldEnsemble, fmt: st
             "image_size": ens.image_size, "crop": "centre crop to image_size (inside the model)",
             "channels": "grayscale replicated to RGB (inside the model)",
             "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+            "test_time_flip": ens.tta_flip,
         },
         "training_data": training_data(read_splits(splits_path)),
         **results(read_summary(run_dir, task)),

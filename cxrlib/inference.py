@@ -12,8 +12,10 @@ from .transforms import eval_batch
 
 @torch.inference_mode()
 def predict_probs(model: nn.Module, images_uint8, image_size: int, batch_size: int = 32,
-                  device: str | torch.device = "cpu") -> np.ndarray:
-    """Softmax probabilities (N, C) of ``model`` in eval mode on uint8 images (N,S,S), in batches."""
+                  device: str | torch.device = "cpu", tta_flip: bool = False) -> np.ndarray:
+    """Softmax probabilities (N, C) of ``model`` in eval mode on uint8 images (N,S,S), in batches.
+
+    ``tta_flip``: the mean of the probabilities of each image and its horizontal mirror (``evaluate.tta_flip``)."""
     device = torch.device(device)
     channels_last = use_channels_last(device, image_size)
     if channels_last:
@@ -24,7 +26,10 @@ def predict_probs(model: nn.Module, images_uint8, image_size: int, batch_size: i
     try:
         for start in range(0, len(images_uint8), batch_size):
             x = to_device(eval_batch(images_uint8[start:start + batch_size], image_size), device, channels_last)
-            out.append(torch.softmax(model(x).float(), dim=1).cpu())
+            probs = torch.softmax(model(x).float(), dim=1)
+            if tta_flip:
+                probs = (probs + torch.softmax(model(torch.flip(x, dims=[3])).float(), dim=1)) / 2
+            out.append(probs.cpu())
     finally:
         model.train(was_training)
     if not out:

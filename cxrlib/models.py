@@ -204,10 +204,12 @@ def split_backbone(model: nn.Module) -> tuple[nn.Module, nn.Module]:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DistributedDataParallel / compiled wrapper."""
-    while hasattr(model, "module") and isinstance(model.module, nn.Module):
-        model = model.module
-    return getattr(model, "_orig_mod", model)
+    """The module inside DistributedDataParallel, torch.compile and train.speed.CompiledOrEager wrappers."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "eager", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any]) -> Path:

@@ -115,16 +115,16 @@ class Augment:
             x = torch.stack([x[i, :, t:t + h, l:l + h] for i, (t, l) in
                              enumerate(zip(params.top.tolist(), params.left.tolist()))])
         if params.flip is not None:
-            x = torch.where(params.flip[:, None, None, None], F.horizontal_flip(x), x)
+            x = torch.where(params.flip.to(x.device)[:, None, None, None], F.horizontal_flip(x), x)
         if params.angle is not None:
             x = torch.stack([F.rotate(img, float(a), interpolation=v2.InterpolationMode.BILINEAR)
                              for img, a in zip(x, params.angle.tolist())])
         x = F.to_dtype(x, torch.float32, scale=True)
         if params.brightness is not None:
             # per image: F.adjust_brightness, then F.adjust_contrast (blend with the image mean)
-            x = (x * params.brightness[:, None, None, None]).clamp_(0, 1)
+            x = (x * params.brightness.to(x.device)[:, None, None, None]).clamp_(0, 1)
             mean = x.mean(dim=(1, 2, 3), keepdim=True)
-            x = ((x - mean) * params.contrast[:, None, None, None] + mean).clamp_(0, 1)
+            x = ((x - mean) * params.contrast.to(x.device)[:, None, None, None] + mean).clamp_(0, 1)
         return _normalize_float(x)
 
     def __call__(self, images, generator: torch.Generator) -> torch.Tensor:

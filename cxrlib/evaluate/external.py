@@ -166,7 +166,8 @@ def predict_external(
             rows = out.iloc[start:start + CHUNK]
             images = load_images(rows["path"].tolist(), rows["sha256"].tolist(), size=int(meta["resize"]),
                                  cache_dir=cfg.data.cache_dir, progress=progress)
-            probs.append(predict_probs(model, images, int(meta["image_size"]), cfg.train.batch_size, device))
+            probs.append(predict_probs(model, images, int(meta["image_size"]), cfg.train.batch_size, device,
+                                       bool(meta.get("tta_flip", False))))
         del model
         p = np.concatenate(probs)
         per_model.append(p)

@@ -21,7 +21,7 @@ from ..inference import predict_probs
 from ..layout import RunLayout
 from ..models import load_checkpoint
 
-SHARED_META = ("classes", "resize", "image_size")
+SHARED_META = ("classes", "resize", "image_size", "tta_flip")
 
 
 @dataclass
@@ -35,6 +35,7 @@ class FoldEnsemble:
     image_size: int
     device: torch.device
     sources: dict[int, Path]
+    tta_flip: bool = False  # the study's predictions averaged each image with its mirror (evaluate.tta_flip)
 
     @property
     def folds(self) -> list[int]:
@@ -42,8 +43,8 @@ class FoldEnsemble:
 
     def fold_probs(self, images_uint8: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """(K, N, C): each fold model's softmax probabilities on (N, resize, resize) uint8 images."""
-        return np.stack([predict_probs(self.models[k], images_uint8, self.image_size, batch_size, self.device)
-                         for k in self.folds])
+        return np.stack([predict_probs(self.models[k], images_uint8, self.image_size, batch_size, self.device,
+                                       self.tta_flip) for k in self.folds])
 
     def probs(self, images_uint8: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """(N, C): the ensemble's mean probability."""
@@ -78,6 +79,7 @@ def load_ensemble(run_dir: str | os.PathLike, task: str, folds: Sequence[int] | 
     for k in _selected(layout, task, folds):
         path = layout.fold(task, k).model
         model, meta = load_checkpoint(path, device)
+        meta.setdefault("tta_flip", False)  # checkpoints from before evaluate.tta_flip
         if first is None:
             first = (path, meta)
         else:
@@ -89,4 +91,4 @@ def load_ensemble(run_dir: str | os.PathLike, task: str, folds: Sequence[int] | 
         models[k], archs[k], sources[k] = model, meta["arch"], path
     meta = first[1]
     return FoldEnsemble(models, archs, list(meta["classes"]), int(meta["resize"]), int(meta["image_size"]),
-                        torch.device(device), sources)
+                        torch.device(device), sources, bool(meta["tta_flip"]))

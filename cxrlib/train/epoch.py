@@ -18,6 +18,7 @@ from .distributed import Dist
 from .features import FeatureCache, build_feature_cache
 from .fold_data import FoldData
 from .sampling import AugmentedBatches, epoch_indices, split_batches, worker_init
+from .speed import CompiledOrEager, augment_on_device, resolve_precision
 from .seeding import generator
 
 
@@ -36,13 +37,16 @@ class EpochRunner:
     def __init__(self, model: nn.Module, data: FoldData, t: TrainConfig, device: torch.device, d: Dist,
                  use_cache: bool, echo: Callable[[str], None]):
         self.model, self.t, self.device, self.d = model, t, device, d
-        self.amp = device.type == "cuda"
+        self.precision = resolve_precision(t.precision, device)
+        self.amp = self.precision.dtype is not None
         self.channels_last = use_channels_last(device, t.image_size, t.memory_format)
+        self.on_device = augment_on_device(t.augment_on, device)
+        self.echo = echo
         self.train_images, self.train_targets = data.part("train")
         self.val_images, self.val_targets = data.part("val")
         self.source_size = self.train_images.shape[-1]
         self.augment = Augment.from_config(t)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.scaled)
         self.checked_stats = False
         self.cache: Optional[FeatureCache] = None
         self.val_cache: Optional[FeatureCache] = None
@@ -62,18 +66,32 @@ class EpochRunner:
                  f"images in {self.cache_seconds:.1f}s")
         self.train_x = as_uint8_batch(self.train_images)
         self.train_y = torch.as_tensor(self.train_targets)
+        if self.on_device and self.cache is None:  # the uint8 images stay resident; batches are cut there
+            self.train_x, self.train_y = self.train_x.to(device), self.train_y.to(device)
 
     def _to(self, x: torch.Tensor) -> torch.Tensor:
         return to_device(x, self.device, self.channels_last)
 
     def _step(self, net: nn.Module, opt, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
-        with torch.autocast(self.device.type, enabled=self.amp):
+        try:
+            return self._step_once(net, opt, x, y)
+        except Exception:
+            if not isinstance(net, CompiledOrEager) or net.failed or net.succeeded:
+                raise
+            net.failed = True  # compiling the backward pass failed at the first step
+            self.echo("torch.compile failed at the first step; training eagerly")
+            return self._step_once(net, opt, x, y)
+
+    def _step_once(self, net: nn.Module, opt, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+        with torch.autocast(self.device.type, dtype=self.precision.dtype, enabled=self.amp):
             logits = net(x)
-            loss = nnf.cross_entropy(logits.float(), y)
+            loss = nnf.cross_entropy(logits.float(), y, label_smoothing=self.t.label_smoothing)
         opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(opt)
         self.scaler.update()
+        if isinstance(net, CompiledOrEager):
+            net.succeeded = True
         return float(loss.detach()) * len(y), int((logits.argmax(1) == y).sum())
 
     def train_epoch(self, net: nn.Module, opt, epoch: int) -> tuple[float, float, int]:
@@ -91,9 +109,10 @@ class EpochRunner:
                 loss_sum, correct, seen = loss_sum + ls, correct + c, seen + len(idx)
             return loss_sum, correct, seen
         set_train_mode(unwrap(net))
-        loader = torch.utils.data.DataLoader(
-            AugmentedBatches(self.train_x, self.train_y, batches, self.augment, t.seed, epoch, d.rank),
-            batch_size=None, shuffle=False, num_workers=t.num_workers, worker_init_fn=worker_init,
+        batched = AugmentedBatches(self.train_x, self.train_y, batches, self.augment, t.seed, epoch, d.rank)
+        # on the device, batches are cut and augmented where the images live; else DataLoader workers do it
+        loader = (batched[b] for b in range(len(batched))) if self.on_device else torch.utils.data.DataLoader(
+            batched, batch_size=None, shuffle=False, num_workers=t.num_workers, worker_init_fn=worker_init,
             pin_memory=self.device.type == "cuda")
         for x, y in loader:
             if not self.checked_stats:

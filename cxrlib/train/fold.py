@@ -100,13 +100,14 @@ def _train_fold(cfg, run_dir, task, fold, force, progress, callback, d: Dist, de
     torch.manual_seed(derive_seed(cfg.train.seed, "init"))
     model = build_model(cfg.model.arch, len(data.classes), cfg.model.weights, cfg.model.freeze)
     meta = {"arch": cfg.model.arch, "classes": data.classes, "resize": cfg.data.resize,
-            "image_size": cfg.train.image_size, "params": cfg.to_dict(), "task": task, "fold": fold}
+            "image_size": cfg.train.image_size, "tta_flip": cfg.evaluate.tta_flip, "params": cfg.to_dict(),
+            "task": task, "fold": fold}
     out.mkdir(parents=True, exist_ok=True)
     result = fit(model, data, cfg.train, layout, meta, device, d, live_jupyter() if progress is None else progress,
                  callback, echo)
     t1 = time.perf_counter()
     if d.is_main:
-        preds = predictions_frame(model, data, cfg.train.image_size, device)
+        preds = predictions_frame(model, data, cfg.train.image_size, device, cfg.evaluate.tta_flip)
         io.write_csv(layout.predictions, preds)
         acc = {s: float((g["true"] == g["predicted"]).mean()) for s, g in preds.groupby("split")}
         info = {
@@ -144,10 +145,12 @@ def _finished(layout: FoldLayout) -> FoldResult:
                       True, info)
 
 
-def predictions_frame(model: nn.Module, data: FoldData, image_size: int, device: torch.device) -> pd.DataFrame:
+def predictions_frame(model: nn.Module, data: FoldData, image_size: int, device: torch.device,
+                      tta_flip: bool = False) -> pd.DataFrame:
     """Rows for the val and test images: path, split, true, predicted, prob_<class>..., source, patient_id, sha256."""
     mask = np.isin(data.split, ["val", "test"])
-    probs = predict_probs(unwrap(model), data.images[mask], image_size, batch_size=64, device=device)
+    probs = predict_probs(unwrap(model), data.images[mask], image_size, batch_size=64, device=device,
+                          tta_flip=tta_flip)
     frame = data.frame.loc[mask]
     classes = np.asarray(data.classes)
     out = pd.DataFrame({"path": frame["path"].to_numpy(), "split": data.split[mask],

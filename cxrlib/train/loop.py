@@ -20,6 +20,7 @@ from .distributed import Dist
 from .epoch import EpochRunner, head_of
 from .fold_data import FoldData
 from .optim import make_optimizer, make_scheduler
+from .speed import maybe_compile
 
 
 @dataclass
@@ -76,6 +77,8 @@ def fit(model: nn.Module, data: FoldData, t: TrainConfig, fold: Optional[FoldLay
     net: nn.Module = model
     if d.world > 1 and not use_cache:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if not use_cache:
+        net = maybe_compile(net, t, echo)
     stopped = state.bad_epochs >= t.patience
     epochs = range(first_epoch, t.epochs + 1) if not stopped else range(0)
     best_state = None
