@@ -170,7 +170,7 @@ def external_validate(
     model_paths = _fold_models(run_dir, task, cfg.split.n_folds)
     training = training_images(run_dir, task)
     frame, counts = external_images(root, cfg, task, progress)
-    overlap = overlap_with_training(frame, training, cfg.data.near_duplicate_bits)
+    overlap = overlap_with_training(frame, training, cfg.data.near_duplicate_threshold)
     counts["excluded_in_training"] = int((overlap == "identical").sum())
     counts["excluded_near_duplicate"] = int((overlap == "near_duplicate").sum())
     counts["excluded_same_patient"] = int((overlap == "same_patient").sum())

@@ -1,8 +1,8 @@
 """Leakage-free folds: task labels, patient + duplicate groups, StratifiedGroupKFold, and the audit.
 
 A group is everything that must stay in one fold: the images of one patient (source-qualified), merged with
-every image that is byte-identical (sha256) or a near-duplicate (perceptual hash within
-``data.near_duplicate_bits``) of one of them. Images without a patient id are their own group unless a
+every image that is byte-identical (sha256) or a near-duplicate (fingerprint correlation at or above
+``data.near_duplicate_threshold``) of one of them. Images without a patient id are their own group unless a
 duplicate joins them. Every time splits are made they are audited; a group, content hash or
 near-duplicate cluster in two folds is a LeakageError.
 """
@@ -30,7 +30,7 @@ SPLIT_COLUMNS = (
     "sha256", "phash", "width", "height", "mask_path",
 )  # fmt: skip
 ROLES = ("train", "val", "test")
-DEFAULT_NEAR_BITS = DataConfig.near_duplicate_bits
+DEFAULT_NEAR_THRESHOLD = DataConfig.near_duplicate_threshold
 
 
 # --------------------------------------------------------------------------- task table
@@ -106,18 +106,18 @@ def _base_keys(frame: pd.DataFrame) -> pd.Series:
     return (src + ":" + pid).where(pid != "", by_image)
 
 
-def _duplicate_edges(frame: pd.DataFrame, near_duplicate_bits: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def _duplicate_edges(frame: pd.DataFrame, near_duplicate_threshold: float) -> list[tuple[np.ndarray, np.ndarray]]:
     """Edges joining rows with identical sha256 (to the first such row) and near-duplicate pairs."""
     n = len(frame)
     sha_codes = pd.factorize(frame["sha256"].astype(str))[0]
     first_of_sha = pd.Series(np.arange(n)).groupby(sha_codes).transform("min").to_numpy()
-    near = near_duplicate_pairs(frame["phash"].astype(str).tolist(), near_duplicate_bits)
+    near = near_duplicate_pairs(frame["phash"].astype(str).tolist(), near_duplicate_threshold)
     return [(np.arange(n), first_of_sha), near]
 
 
-def duplicate_components(frame: pd.DataFrame, near_duplicate_bits: int = DEFAULT_NEAR_BITS) -> np.ndarray:
-    """Component id per row linking identical sha256 and perceptual hashes within ``near_duplicate_bits``."""
-    return _components(len(frame), _duplicate_edges(frame, near_duplicate_bits))
+def duplicate_components(frame: pd.DataFrame, near_duplicate_threshold: float = DEFAULT_NEAR_THRESHOLD) -> np.ndarray:
+    """Component id per row linking identical sha256 and fingerprints correlating at ``near_duplicate_threshold`` or more."""
+    return _components(len(frame), _duplicate_edges(frame, near_duplicate_threshold))
 
 
 def _components(n: int, edges: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
@@ -127,7 +127,7 @@ def _components(n: int, edges: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarra
     return connected_components(graph, directed=False)[1]
 
 
-def assign_groups(frame: pd.DataFrame, near_duplicate_bits: int = DEFAULT_NEAR_BITS) -> pd.Series:
+def assign_groups(frame: pd.DataFrame, near_duplicate_threshold: float = DEFAULT_NEAR_THRESHOLD) -> pd.Series:
     """Group per row: patients merged (union-find) with exact and near-duplicate image clusters.
 
     The name is the smallest member key (``source:patient_id``, or ``source:sha256:<hex>`` for an image
@@ -142,7 +142,7 @@ def assign_groups(frame: pd.DataFrame, near_duplicate_bits: int = DEFAULT_NEAR_B
     base = _base_keys(frame).to_numpy()
     key_codes = pd.factorize(base)[0]
     first_of_key = pd.Series(np.arange(n)).groupby(key_codes).transform("min").to_numpy()
-    edges = [(np.arange(n), first_of_key)] + _duplicate_edges(frame, near_duplicate_bits)
+    edges = [(np.arange(n), first_of_key)] + _duplicate_edges(frame, near_duplicate_threshold)
     comp = _components(n, edges)
     per_comp = pd.DataFrame({"comp": comp, "key": base}).groupby("comp")["key"].agg(["min", "nunique"])
     names = per_comp["min"].where(per_comp["nunique"] == 1, per_comp["min"] + "+" + (per_comp["nunique"] - 1).astype(str))
@@ -213,7 +213,7 @@ class AuditReport:
         return self.summary
 
 
-def audit(splits: pd.DataFrame, near_duplicate_bits: int = DEFAULT_NEAR_BITS) -> AuditReport:
+def audit(splits: pd.DataFrame, near_duplicate_threshold: float = DEFAULT_NEAR_THRESHOLD) -> AuditReport:
     """Check that no group, sha256 or near-duplicate cluster spans two folds; count images per fold and class."""
     missing = [c for c in ("path", "group", "fold", "target", "sha256", "phash") if c not in splits.columns]
     if missing:
@@ -222,7 +222,7 @@ def audit(splits: pd.DataFrame, near_duplicate_bits: int = DEFAULT_NEAR_BITS) ->
     for column, what in (("group", "group"), ("sha256", "identical image (sha256)")):
         problems += _spanning(splits, splits[column].astype(str), what)
     if len(splits):
-        comp = duplicate_components(splits, near_duplicate_bits)
+        comp = duplicate_components(splits, near_duplicate_threshold)
         problems += _spanning(splits, pd.Series(comp, index=splits.index), "near-duplicate cluster", exact=False)
 
     counts = pd.crosstab(splits["fold"], splits["target"]) if len(splits) else pd.DataFrame()
@@ -261,9 +261,9 @@ def _spanning(splits: pd.DataFrame, keys: pd.Series, what: str, exact: bool = Tr
     return out
 
 
-def check_no_leakage(splits: pd.DataFrame, near_duplicate_bits: int = DEFAULT_NEAR_BITS) -> AuditReport:
+def check_no_leakage(splits: pd.DataFrame, near_duplicate_threshold: float = DEFAULT_NEAR_THRESHOLD) -> AuditReport:
     """Audit ``splits``; raise LeakageError listing the offenders if anything spans two folds."""
-    report = audit(splits, near_duplicate_bits)
+    report = audit(splits, near_duplicate_threshold)
     if not report.ok:
         raise LeakageError("splits leak between folds:\n" + "\n".join(report.problems))
     return report
@@ -293,13 +293,13 @@ def build_splits(cfg, task: str, data_root: str | os.PathLike | None = None, pro
     root = str(data_root if data_root is not None else cfg.data.root)
     table = discover(root)
     scanned, quality = scan_table(table, cfg.data.cache_dir, cfg.data.resize, workers=cfg.data.workers, progress=progress)
-    bits = cfg.data.near_duplicate_bits
+    threshold = cfg.data.near_duplicate_threshold
     # Groups over every scanned image, so duplicates reached through labels outside the task still join.
-    scanned["group"] = assign_groups(scanned, bits)
+    scanned["group"] = assign_groups(scanned, threshold)
     frame, dropped = task_table(scanned, classes, cfg.data.max_per_class, cfg.split.seed, where=root)
     frame["fold"] = assign_folds(frame, cfg.split.n_folds, cfg.split.seed)
     splits = frame[list(SPLIT_COLUMNS)].reset_index(drop=True)
-    report = check_no_leakage(splits, bits)
+    report = check_no_leakage(splits, threshold)
     return SplitsResult(splits=splits, quality=quality, dropped=dropped, audit=report, data_root=root)
 
 
