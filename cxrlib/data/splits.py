@@ -208,19 +208,26 @@ class AuditReport:
     counts: pd.DataFrame  # images per fold (rows) and target (columns)
     max_deviation_pp: float  # largest |fold share - overall share| of a class, percentage points
     summary: str
+    unknown_patient_share: float = 0.0  # share of images without a patient id (their patient cannot be checked)
 
     def __str__(self) -> str:
         return self.summary
 
 
 def audit(splits: pd.DataFrame, near_duplicate_threshold: float = DEFAULT_NEAR_THRESHOLD) -> AuditReport:
-    """Check that no group, sha256 or near-duplicate cluster spans two folds; count images per fold and class."""
-    missing = [c for c in ("path", "group", "fold", "target", "sha256", "phash") if c not in splits.columns]
+    """Check that no group, patient (``source:patient_id``), sha256 or near-duplicate cluster spans two folds;
+    count images per fold and class and the share of images whose patient is unknown."""
+    needed = ("path", "source", "patient_id", "group", "fold", "target", "sha256", "phash")
+    missing = [c for c in needed if c not in splits.columns]
     if missing:
         raise DataError(f"audit: splits table lacks columns {missing}")
     problems: list[str] = []
     for column, what in (("group", "group"), ("sha256", "identical image (sha256)")):
         problems += _spanning(splits, splits[column].astype(str), what)
+    pid = splits["patient_id"].fillna("").astype(str)
+    known = pid != ""
+    patient = splits["source"].astype(str) + ":" + pid
+    problems += _spanning(splits[known], patient[known], "patient")
     if len(splits):
         comp = duplicate_components(splits, near_duplicate_threshold)
         problems += _spanning(splits, pd.Series(comp, index=splits.index), "near-duplicate cluster", exact=False)
@@ -237,6 +244,9 @@ def audit(splits: pd.DataFrame, near_duplicate_threshold: float = DEFAULT_NEAR_T
                 notes.append(f"fold {fold} has no image of class {cls!r}")
         if max_dev > 2.0:
             notes.append(f"class shares deviate up to {max_dev:.1f} pp from the whole in some fold")
+    unknown = float((~known).mean()) if len(splits) else 0.0
+    if unknown > 0:
+        notes.append(f"{unknown:.1%} of images have no patient id: only duplicates keep their patients in one fold")
     ok = not problems
     lines = [
         f"{len(splits)} images, {splits['group'].nunique()} groups, {splits['fold'].nunique()} folds; "
@@ -246,7 +256,7 @@ def audit(splits: pd.DataFrame, near_duplicate_threshold: float = DEFAULT_NEAR_T
     lines += [f"  LEAK: {p}" for p in problems[:20]] + [f"  note: {n}" for n in notes]
     if len(problems) > 20:
         lines.append(f"  ... and {len(problems) - 20} more")
-    return AuditReport(ok, problems, notes, counts, max_dev, "\n".join(lines))
+    return AuditReport(ok, problems, notes, counts, max_dev, "\n".join(lines), unknown)
 
 
 def _spanning(splits: pd.DataFrame, keys: pd.Series, what: str, exact: bool = True) -> list[str]:
