@@ -67,6 +67,6 @@ def make_fake_run(root: Path, task: str = "multiclass", classes: list[str] | Non
         for _, r in test.iterrows():
             split_rows.append({"path": r["path"], "label": r["true"], "source": r["source"],
                                "patient_id": r["patient_id"], "group": r["patient_id"] or r["path"], "fold": k,
-                               "target": r["true"], "sha256": r["sha256"], "phash": r["sha256"]})
+                               "target": r["true"], "sha256": r["sha256"], "phash": r["sha256"] * 16})  # fingerprint-sized
     pd.DataFrame(split_rows).to_csv(root / task / "splits.csv", index=False)
     return root
