@@ -26,6 +26,7 @@ from cxrlib.data.splits import (
     task_table,
     write_splits,
 )
+from cxrlib.data.phash import HEX_LEN
 from cxrlib.data.table import new_table
 from cxrlib.errors import ConfigError, DataError, LeakageError
 
@@ -34,14 +35,16 @@ SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
 def random_hash(rng) -> str:
-    return rng.integers(0, 256, 32, dtype=np.uint8).tobytes().hex()
+    """A random fingerprint (cxrlib.data.phash): HEX_LEN hex digits."""
+    return "".join(np.array(list("0123456789abcdef"))[rng.integers(0, 16, HEX_LEN)])
 
 
 def flip_bits(hexhash: str, n: int, rng) -> str:
-    value = int(hexhash, 16)
-    for bit in rng.choice(256, n, replace=False):
-        value ^= 1 << int(bit)
-    return f"{value:064x}"
+    """``hexhash`` with n * n // 2 random cells redrawn: n <= 5 stays a near-duplicate at 0.97, n = 30 does not."""
+    cells = np.array(list(hexhash))
+    k = n * n // 2
+    cells[rng.choice(HEX_LEN, k, replace=False)] = np.array(list("0123456789abcdef"))[rng.integers(0, 16, k)]
+    return "".join(cells)
 
 
 def row(path, label="normal", source="src", patient="", sha=None, phash=None, rng=None) -> dict:
@@ -137,14 +140,14 @@ def test_groups_merge_patients_and_duplicates():
         row("/g1", patient="p1", source="other", rng=rng),  # same id, other source: another patient
     ]
     frame = pd.DataFrame(rows)
-    g = assign_groups(frame, near_duplicate_bits=6).tolist()
+    g = assign_groups(frame, near_duplicate_threshold=0.97).tolist()
     assert g[0] == g[1] == "src:p1"
     assert g[2] == g[3] == "other:p9+1"
     assert g[4] == g[5] and g[4].endswith("+1")
     assert len({g[0], g[2], g[4], g[6], g[7], g[8]}) == 6
     assert g[7] == f"src:sha256:{rows[7]['sha256'][:16]}"
     assert g[8] == "other:p1"
-    assert assign_groups(frame, near_duplicate_bits=4)[4] != assign_groups(frame, near_duplicate_bits=4)[5]
+    assert assign_groups(frame, near_duplicate_threshold=0.9999)[4] != assign_groups(frame, near_duplicate_threshold=0.9999)[5]
 
 
 def test_duplicate_chain_joins_three_patients():
