@@ -78,6 +78,7 @@ class EvaluateConfig:
 class CamConfig:
     method: Literal["gradcam", "gradcam++", "hirescam", "layercam", "eigencam", "scorecam"] = "gradcam"
     n_examples: int = 16
+    layers: Optional[list[str]] = None  # layer labels to map (e.g. [layer3, layer4]); None: all five
     border: float = 0.12  # width of the outer band (fraction of width/height) where markers sit
     road_samples: int = 16
     batch_size: int = 8

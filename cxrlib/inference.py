@@ -1,4 +1,4 @@
-"""Evaluation-time input and probabilities, shared by training's validation, evaluation and Grad-CAM."""
+"""Softmax probabilities of a model on uint8 images, through the one evaluation transform."""
 
 from __future__ import annotations
 
@@ -6,12 +6,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .device import to_device
 from .transforms import eval_batch
-
-
-def eval_tensor(images_uint8, image_size: int) -> torch.Tensor:
-    """(N,S,S) uint8 images -> (N,3,image_size,image_size) float32: centre crop, gray to RGB, ImageNet normalisation."""
-    return eval_batch(images_uint8, image_size)
 
 
 @torch.inference_mode()
@@ -24,9 +20,7 @@ def predict_probs(model: nn.Module, images_uint8, image_size: int, batch_size: i
     out = []
     try:
         for start in range(0, len(images_uint8), batch_size):
-            x = eval_tensor(images_uint8[start:start + batch_size], image_size).to(device)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = to_device(eval_batch(images_uint8[start:start + batch_size], image_size), device)
             out.append(torch.softmax(model(x).float(), dim=1).cpu())
     finally:
         model.train(was_training)

@@ -13,6 +13,8 @@ import pandas as pd
 
 from . import io
 from .errors import ArtifactError
+from .evaluate.summary import read_summary
+from .layout import RunLayout
 
 #: Figures shown first on the page when present (others follow in name order).
 KEY_FIGURES = ("confusion", "roc", "reliability", "loss", "correct", "layers", "samples", "sizes")
@@ -21,15 +23,15 @@ _READ_ERRORS = (ArtifactError, OSError, ValueError, KeyError, TypeError, pd.erro
 
 
 def load_run(run_dir: str | os.PathLike) -> dict:
-    """The run's run.json ({} when absent)."""
-    path = Path(run_dir) / "run.json"
+    """The run's record ({} when absent)."""
+    path = RunLayout(run_dir).record
     return io.read_json(path) if path.exists() else {}
 
 
 def run_tasks(run_dir: str | os.PathLike, run: dict | None = None) -> list[str]:
-    """Tasks of the run: those recorded in run.json, then any other subfolder holding a splits.csv."""
+    """Tasks of the run: those recorded in its record, then any other subfolder holding splits."""
     run = load_run(run_dir) if run is None else run
-    found = sorted(p.parent.name for p in Path(run_dir).glob("*/splits.csv"))
+    found = RunLayout(run_dir).tasks_with_splits()
     return list(dict.fromkeys([*(run.get("tasks") or []), *found]))
 
 
@@ -74,11 +76,6 @@ def job_status(run: dict, exclude: Sequence[str] = ()) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["index", "job", "status", "seconds", "commit", "error", "notebook", "log"])
 
 
-def read_summary(run_dir: str | os.PathLike, task: str) -> dict | None:
-    path = Path(run_dir) / task / "summary.json"
-    return io.read_json(path) if path.exists() else None
-
-
 def results_table(summary: dict, task: str) -> pd.DataFrame:
     """The paper's table for ``task`` (published vs. ours, fold mean ± SD and pooled CI)."""
     from .evaluate import paper_table
@@ -104,29 +101,27 @@ def errors_table(summary: dict) -> pd.DataFrame | None:
 
 
 def external_table(summary: dict) -> pd.DataFrame | None:
-    """External validation beside cross-validation (``cxrlib.external.external_table``), if the run had one."""
+    """External validation beside cross-validation (``cxrlib.evaluate.tables.external_table``), if the run had one."""
     if not summary.get("external"):
         return None
-    from .external import external_table as table
+    from .evaluate.tables import external_table as table
 
     return table(summary["external"], summary)
 
 
 def shortcut_table(run_dir: str | os.PathLike, task: str) -> pd.DataFrame | None:
     """Grad-CAM shortcut checks of ``task``: per true class, CAM mass in the border band / lungs and ROAD."""
-    path = Path(run_dir) / task / "cam_stats.csv"
-    if not path.exists():
-        return None
-    from .gallery import summarise_cam_stats
+    from .cam.stats import read_cam_stats, shortcut_summary
 
-    stats = pd.read_csv(path)
-    return summarise_cam_stats(stats) if len(stats) else None
+    stats = read_cam_stats(run_dir, task)
+    return shortcut_summary(stats) if stats is not None and len(stats) else None
 
 
 def figures(run_dir: str | os.PathLike, task: str) -> list[str]:
     """The task's figures (paths relative to the run folder), key figures first."""
     root = Path(run_dir)
-    found = sorted((root / task).glob("figures/*.png")) + sorted((root / task).glob("figures/**/*.png"))
+    folder = RunLayout(root).exploration_figures if task == "exploration" else RunLayout(root).task(task).figures
+    found = sorted(folder.glob("*.png")) + sorted(folder.glob("**/*.png"))
     unique = list(dict.fromkeys(p.relative_to(root).as_posix() for p in found))
 
     def rank(rel: str) -> tuple[int, str]:
@@ -223,7 +218,7 @@ def render_index(run_dir: str | os.PathLike, exclude: Sequence[str] = ()) -> str
         summary = read_summary(root, task)
         parts.append(f"<h2>Task: {html.escape(task)}</h2>")
         if summary is None:
-            parts.append('<p class="note">no summary.json (evaluation did not run or failed)</p>')
+            parts.append('<p class="note">no summary (evaluation did not run or failed)</p>')
         else:
             parts.append(_section("Results beside the original study", lambda: _table(results_table(summary, task))))
             parts.append(_section("COVID-19 sensitivity and specificity", lambda: _table(covid_table(summary))))
@@ -243,5 +238,5 @@ def render_index(run_dir: str | os.PathLike, exclude: Sequence[str] = ()) -> str
 
 
 def write_index(run_dir: str | os.PathLike, exclude: Sequence[str] = ()) -> Path:
-    """Write ``<run_dir>/index.html`` atomically; returns its path."""
-    return io.write_text(Path(run_dir) / "index.html", render_index(run_dir, exclude))
+    """Write the run's ``index.html`` atomically; returns its path."""
+    return io.write_text(RunLayout(run_dir).index_html, render_index(run_dir, exclude))

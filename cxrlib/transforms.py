@@ -43,11 +43,18 @@ def _normalize_float(x01: torch.Tensor) -> torch.Tensor:
     return F.normalize(x01.expand(-1, 3, -1, -1), list(IMAGENET_MEAN), list(IMAGENET_STD))
 
 
-def eval_batch(images, image_size: int) -> torch.Tensor:
-    """Evaluation transform: centre crop to ``image_size`` and normalise -> (N,3,H,W) float32."""
+def eval_crop(images, image_size: int) -> torch.Tensor:
+    """The geometric part of the evaluation transform: (N,1,image_size,image_size) uint8 centre crops."""
     x = as_uint8_batch(images)
     _check_size(x, image_size)
-    return normalize(F.center_crop(x, [image_size, image_size]))
+    return F.center_crop(x, [image_size, image_size])
+
+
+def eval_batch(images, image_size: int) -> torch.Tensor:
+    """The evaluation transform: centre crop to ``image_size`` and normalise -> (N,3,H,W) float32.
+
+    Validation, evaluation, external validation, Grad-CAM and prediction all use this one function."""
+    return normalize(eval_crop(images, image_size))
 
 
 def _check_size(x: torch.Tensor, image_size: int) -> None:

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pandas as pd
-from synthetic import make_class_folders
+from support.synthetic import make_class_folders
 
 from cxrlib.__main__ import main
 

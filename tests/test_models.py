@@ -14,7 +14,8 @@ from torchvision.transforms.v2 import functional as F
 
 from cxrlib import models
 from cxrlib.errors import ArtifactError, ConfigError
-from cxrlib.inference import eval_tensor, predict_probs
+from cxrlib.inference import predict_probs
+from cxrlib.transforms import eval_batch as eval_tensor
 from cxrlib.models import ARCHS, build_model, cam_layers, load_checkpoint, save_checkpoint, set_train_mode
 from cxrlib.transforms import IMAGENET_MEAN, IMAGENET_STD, Augment, AugParams, check_batch_stats
 

@@ -41,16 +41,3 @@ def overlay(gray: np.ndarray, cam: np.ndarray, colormap: str = "jet", alpha: flo
         heat = colormaps[colormap](np.clip(cam, 0.0, 1.0))[..., :3].astype(np.float32)
         out = (1.0 - alpha) * base + alpha * heat
     return (np.clip(out, 0.0, 1.0) * 255).round().astype(np.uint8)
-
-
-def show(ax, gray: np.ndarray, cam: np.ndarray | None, title: str = "", colormap: str = "jet", alpha: float = 0.4):
-    """Draw ``overlay`` (or the plain image when ``cam`` is None) on a matplotlib axis; blank maps are labelled."""
-    if cam is None:
-        ax.imshow(gray, cmap="gray", vmin=0, vmax=255)
-    else:
-        ax.imshow(overlay(gray, cam, colormap, alpha))
-        if blank_map(cam):
-            ax.text(0.5, 0.5, "no map", transform=ax.transAxes, ha="center", va="center", color="white")
-    ax.set_title(title, fontsize=8)
-    ax.set_axis_off()
-    return ax

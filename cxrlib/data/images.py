@@ -16,6 +16,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .. import io
 from ..errors import DataError
+from . import dicom
 
 Image.MAX_IMAGE_PIXELS = 20000 * 20000  # radiographs are large but never this large
 
@@ -32,7 +33,8 @@ def file_sha256(path: str | os.PathLike) -> str:
 def decode_gray(path: str | os.PathLike) -> np.ndarray:
     """Decode an image file to a 2-D uint8 array.
 
-    Handles 8/16-bit PNG, RGB/RGBA/LA/palette and JPEG (EXIF orientation applied). Raises DataError
+    Handles 8/16-bit PNG, RGB/RGBA/LA/palette, JPEG (EXIF orientation applied) and DICOM (``.dcm`` or
+    the DICM magic; see :mod:`cxrlib.data.dicom`). Raises DataError
     naming the file and the reason for zero-byte, truncated, corrupt or non-image files.
     """
     path = Path(path)
@@ -42,6 +44,8 @@ def decode_gray(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"{path}: cannot read ({exc.strerror})") from exc
     if size == 0:
         raise DataError(f"{path}: zero-byte file")
+    if dicom.is_dicom(path):
+        return dicom.decode_dicom(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

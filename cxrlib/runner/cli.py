@@ -10,11 +10,12 @@ from typing import Sequence
 
 from ..config import load_config
 from ..errors import ArtifactError, ConfigError, CxrError
+from ..layout import RunLayout
 from .checks import check_data_root, check_kernel
 from .execute import KERNEL_NAME, JobContext
 from .jobs import RunSpec, build_jobs, is_complete, is_stale, missing_outputs, stage_ranges
 from .schedule import DONE, FAILED, SKIPPED, UPTODATE, RunResult, run_jobs
-from .state import RunRecord, params_diff, plain
+from .state import RunRecord, as_stored, params_diff
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_PARAMS = "params/cpu.yaml"
@@ -106,8 +107,8 @@ def _main(args: argparse.Namespace, kernel_name: str) -> int:
     finally:
         record.end_invocation(code, tasks)
     print(format_status(jobs, result), file=sys.stderr)
-    print(f"run folder: {run_dir}" + (f"  (summary page: {run_dir / 'index.html'})"
-                                      if (run_dir / "index.html").exists() else ""), file=sys.stderr)
+    page = RunLayout(run_dir).index_html
+    print(f"run folder: {run_dir}" + (f"  (summary page: {page})" if page.exists() else ""), file=sys.stderr)
     return code
 
 
@@ -142,7 +143,7 @@ def _check_params(record: RunRecord, cfg, force: bool, partial: str | None = Non
     old = record.read()
     if not old or "params" not in old or (force and not partial):
         return
-    diff = params_diff(old["params"], plain(cfg.to_dict()))
+    diff = params_diff(old["params"], as_stored(cfg.to_dict()))
     if not diff:
         return
     shown = ", ".join(diff[:8]) + (f" and {len(diff) - 8} more" if len(diff) > 8 else "")
@@ -160,7 +161,7 @@ def _check_params(record: RunRecord, cfg, force: bool, partial: str | None = Non
 
 def _check_inputs(jobs, job, run_dir: Path) -> None:
     by_id = {j.id: j for j in jobs}
-    if job.soft:
+    if job.after_failures:
         return
     missing = [(dep, p) for dep in job.depends for p in missing_outputs(by_id[dep], run_dir)]
     if missing:

@@ -13,20 +13,15 @@ from typing import Any, Callable, Sequence, Union
 
 from ..config import StudyConfig
 from ..errors import ConfigError
+from ..layout import NB_EVALUATE, NB_EXPLORE, NB_GRADCAM, NB_SUMMARY, NB_TRAIN, RunLayout, fold_name
 
 #: A python step: a callable or a "module:function" reference, called as ``step(job, ctx)``.
 Step = Union[str, Callable[..., Any]]
 
 STAGES = ("prepare", "train", "evaluate", "summary")
 
-NB_EXPLORE = "01_data_exploration.ipynb"
-NB_TRAIN = "02_train_fold.ipynb"
-NB_EVALUATE = "03_evaluate.ipynb"
-NB_GRADCAM = "04_gradcam_gallery.ipynb"
-NB_SUMMARY = "05_summary.ipynb"
-
 SPLITS_STEP = "cxrlib.runner.steps:make_splits"
-FOLD_METRICS_STEP = "cxrlib.runner.steps:fold_metrics"
+FOLD_METRICS_STEP = "cxrlib.runner.steps:write_fold_metrics"
 
 
 @dataclass(frozen=True)
@@ -44,10 +39,10 @@ class Job:
     steps: tuple[Step, ...] = ()  # python steps, run after the notebook succeeded (or alone)
     task: str | None = None
     fold: int | None = None
-    soft: bool = False  # runs once its dependencies have finished, whatever their outcome
+    after_failures: bool = False  # runs once its dependencies have finished, whatever their outcome
     #: outputs that dependants are compared against for staleness (default: all); e.g. train.json, not the
     #: fold's metrics.json, which the evaluation rewrites
-    markers: tuple[str, ...] = ()
+    stamp_outputs: tuple[str, ...] = ()
     #: files that are not outputs but belong to an attempt (a resume checkpoint): kept when an interrupted job
     #: is resumed, deleted with the outputs when it is redone from scratch (--force, or an input changed)
     scratch: tuple[str, ...] = ()
@@ -74,67 +69,74 @@ class RunSpec:
 
 
 def build_jobs(spec: RunSpec) -> list[Job]:
-    """Return the full job table of a run, in a fixed order (the order ``--job-index`` refers to)."""
+    """Return the full job table of a run, in a fixed order (the order ``--job-index`` refers to).
+
+    Every output path comes from ``cxrlib.layout`` (relative to the run folder)."""
     for task in spec.tasks:
         spec.cfg.task_classes(task)  # raises ConfigError for an unknown task
     if not spec.tasks:
         raise ConfigError("no task selected (params: tasks)")
     run_dir = str(Path(spec.run_dir).resolve())
+    rel = RunLayout("")
     common = {"params_file": spec.params_file, "overrides": list(spec.overrides)}
+    explore = rel.explore_notebook.as_posix()
     jobs: list[Job] = [
         Job(
-            id="explore", kind="explore", stage=0, notebook=NB_EXPLORE, rendered=NB_EXPLORE,
-            outputs=(NB_EXPLORE,), markers=(NB_EXPLORE,),
-            parameters={
-                "data_root": str(Path(spec.cfg.data.root).resolve()), "task": spec.tasks[0],
-                "image_size": spec.cfg.data.resize, "seed": spec.cfg.split.seed,
-                "output_dir": f"{run_dir}/exploration", **common,
-            },
+            id="explore", kind="explore", stage=0, notebook=NB_EXPLORE, rendered=explore,
+            outputs=(explore,), stamp_outputs=(explore,),
+            parameters={"run_dir": run_dir, "task": spec.tasks[0], **common},
         )
     ]
     for task in spec.tasks:
+        t = rel.task(task)
         jobs.append(Job(
             id=f"splits:{task}", kind="splits", stage=0, task=task, steps=(SPLITS_STEP,),
-            outputs=(f"{task}/splits.csv", f"{task}/quality.csv"), markers=(f"{task}/splits.csv",),
+            outputs=_posix(t.splits, t.quality), stamp_outputs=_posix(t.splits),
         ))
     for task in spec.tasks:
         for k in spec.folds:
-            d = f"{task}/fold{k}"
+            f = rel.fold(task, k)
             jobs.append(Job(
-                id=f"train:{task}/fold{k}", kind="train", stage=1, task=task, fold=k,
-                depends=(f"splits:{task}",), notebook=NB_TRAIN, rendered=f"{d}/{NB_TRAIN}",
+                id=train_job_id(task, k), kind="train", stage=1, task=task, fold=k,
+                depends=(f"splits:{task}",), notebook=NB_TRAIN, rendered=f.notebook.as_posix(),
                 parameters={"run_dir": run_dir, "task": task, "fold": k, **common},
                 steps=(FOLD_METRICS_STEP,),
                 # train.json is written last by training, metrics.json by the step after the notebook
-                outputs=tuple(f"{d}/{name}" for name in (
-                    "model.pt", "history.csv", "predictions.csv", "train.json", NB_TRAIN, "metrics.json")),
-                markers=(f"{d}/train.json",), scratch=(f"{d}/checkpoint_last.pt",),
+                outputs=_posix(*f.artifacts, f.notebook, f.metrics),
+                stamp_outputs=_posix(f.train_info), scratch=_posix(f.last_checkpoint),
             ))
     for task in spec.tasks:
-        folds = tuple(f"train:{task}/fold{k}" for k in spec.folds)
+        t = rel.task(task)
+        folds = tuple(train_job_id(task, k) for k in spec.folds)
         jobs.append(Job(
             id=f"evaluate:{task}", kind="evaluate", stage=2, task=task, depends=folds,
-            notebook=NB_EVALUATE, rendered=f"{task}/{NB_EVALUATE}",
+            notebook=NB_EVALUATE, rendered=t.evaluate_notebook.as_posix(),
             parameters={"run_dir": run_dir, "task": task, **common},
-            outputs=(f"{task}/summary.json", f"{task}/{NB_EVALUATE}"), markers=(f"{task}/summary.json",),
+            outputs=_posix(t.summary, t.evaluate_notebook), stamp_outputs=_posix(t.summary),
         ))
         jobs.append(Job(
             id=f"gradcam:{task}", kind="gradcam", stage=2, task=task, depends=folds,
-            notebook=NB_GRADCAM, rendered=f"{task}/{NB_GRADCAM}",
-            parameters={
-                "run_dir": run_dir, "task": task, "fold": "all", "n_examples": spec.cfg.cam.n_examples,
-                "method": spec.cfg.cam.method, "layers": None, **common,
-            },
-            outputs=(f"{task}/cam_stats.csv", f"{task}/{NB_GRADCAM}"), markers=(f"{task}/cam_stats.csv",),
+            notebook=NB_GRADCAM, rendered=t.gradcam_notebook.as_posix(),
+            parameters={"run_dir": run_dir, "task": task, "fold": "all", **common},
+            outputs=_posix(t.cam_stats, t.gradcam_notebook), stamp_outputs=_posix(t.cam_stats),
         ))
     finals = ("explore",) + tuple(f"{kind}:{task}" for task in spec.tasks for kind in ("evaluate", "gradcam"))
+    summary_nb = rel.summary_notebook.as_posix()
     jobs.append(Job(
-        id="summary", kind="summary", stage=3, depends=finals, soft=True, notebook=NB_SUMMARY,
-        rendered=NB_SUMMARY, parameters={"run_dir": run_dir},  # the notebook writes index.html
-        outputs=(NB_SUMMARY, "index.html"), markers=("index.html",),
+        id="summary", kind="summary", stage=3, depends=finals, after_failures=True, notebook=NB_SUMMARY,
+        rendered=summary_nb, parameters={"run_dir": run_dir},  # the notebook writes index.html
+        outputs=_posix(rel.summary_notebook, rel.index_html), stamp_outputs=_posix(rel.index_html),
     ))
     check_table(jobs)
     return jobs
+
+
+def train_job_id(task: str, fold: int) -> str:
+    return f"train:{task}/{fold_name(fold)}"
+
+
+def _posix(*paths: Path) -> tuple[str, ...]:
+    return tuple(p.as_posix() for p in paths)
 
 
 def check_table(jobs: Sequence[Job]) -> None:
@@ -179,7 +181,7 @@ def missing_outputs(job: Job, run_dir: str | os.PathLike) -> list[Path]:
 
 
 def is_stale(job: Job, by_id: dict[str, Job], run_dir: str | os.PathLike) -> bool:
-    """True when an output or scratch file of ``job`` is older than an existing marker output of a dependency
+    """True when an output or scratch file of ``job`` is older than an existing stamp output of a dependency
     (make-style); a stale scratch file means an interrupted attempt started on inputs that were remade since."""
     mine = [p.stat().st_mtime_ns for p in output_paths(job, run_dir) + scratch_paths(job, run_dir) if p.exists()]
     if not mine:
@@ -187,7 +189,7 @@ def is_stale(job: Job, by_id: dict[str, Job], run_dir: str | os.PathLike) -> boo
     theirs = [
         p.stat().st_mtime_ns
         for dep in job.depends
-        for p in (Path(run_dir) / rel for rel in (by_id[dep].markers or by_id[dep].outputs))
+        for p in (Path(run_dir) / rel for rel in (by_id[dep].stamp_outputs or by_id[dep].outputs))
         if p.exists()
     ]
     return bool(theirs) and max(theirs) > min(mine)

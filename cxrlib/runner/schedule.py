@@ -16,6 +16,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Sequence
 
+from ..layout import RunLayout
 from .execute import JobContext, Worker, clean_temps, collect, export_html, html_path, job_env, remove_outputs, spawn_job
 from .jobs import Job, is_complete, is_stale, missing_outputs
 from .state import RunRecord, now
@@ -75,7 +76,7 @@ def preload(jobs: Sequence[Job]) -> None:
 
 
 def log_path(job: Job, run_dir: Path) -> Path:
-    return Path(run_dir) / "logs" / f"{job.slug}.log"
+    return RunLayout(run_dir).logs / f"{job.slug}.log"
 
 
 def run_jobs(jobs: Sequence[Job], ctx: JobContext, selected: Sequence[int] | None = None, *, parallel: int = 1,
@@ -85,7 +86,7 @@ def run_jobs(jobs: Sequence[Job], ctx: JobContext, selected: Sequence[int] | Non
 
     A job whose outputs all exist and are newer than its dependencies' outputs is left alone (unless
     ``force``). A stale job (a dependency redone in this run or newer than its outputs or scratch files; for
-    a soft job also a dependency that failed or was skipped) loses its outputs and scratch and starts afresh;
+    a job that runs after failures also a dependency that failed or was skipped) loses its outputs and scratch and starts afresh;
     an interrupted job that is not stale resumes with its scratch files. A failed job makes its hard
     dependants ``skipped``; independent jobs go on. Dependencies outside the selection must already be
     complete, or the dependant is skipped.
@@ -129,18 +130,18 @@ def run_jobs(jobs: Sequence[Job], ctx: JobContext, selected: Sequence[int] | Non
             if dep in chosen:
                 if dep not in result.outcomes:
                     return "wait"
-                if result.outcomes[dep].status in (FAILED, SKIPPED) and not job.soft:
+                if result.outcomes[dep].status in (FAILED, SKIPPED) and not job.after_failures:
                     return f"dependency {dep} {result.outcomes[dep].status}"
-            elif not job.soft and not is_complete(by_id[dep], run_dir):
+            elif not job.after_failures and not is_complete(by_id[dep], run_dir):
                 missing = missing_outputs(by_id[dep], run_dir)[0]
                 return f"dependency {dep} not selected and incomplete ({missing} missing)"
         return None
 
     def changed_inputs(job: Job) -> bool:
-        """True when this run changed (or, for a soft job, failed to remake) an input of ``job``: a hard job
-        reruns after a dependency was redone; a soft job after any dependency outcome other than up to date,
+        """True when this run changed (or, for a job that runs after failures, failed to remake) an input of ``job``: a hard job
+        reruns after a dependency was redone; a job that runs after failures after any dependency outcome other than up to date,
         since a failed or skipped dependency has deleted or kept old outputs the job would otherwise reuse."""
-        if job.soft:
+        if job.after_failures:
             return any(dep in result.outcomes and result.outcomes[dep].status != UPTODATE for dep in job.depends)
         return any(dep in ran for dep in job.depends)
 

@@ -18,6 +18,7 @@ from typing import Any, Iterator, Sequence
 from .. import io
 from ..config import StudyConfig
 from ..errors import ArtifactError
+from ..layout import RunLayout
 
 #: Distributions whose versions a run records.
 PACKAGES = (
@@ -32,7 +33,7 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
-def plain(obj: Any) -> Any:
+def as_stored(obj: Any) -> Any:
     """``obj`` as it reads back from JSON (tuples become lists), for comparisons with a stored run.json."""
     return json.loads(json.dumps(obj, default=str))
 
@@ -84,7 +85,7 @@ def data_fingerprint(run_dir: str | os.PathLike, tasks: Sequence[str]) -> dict:
     """SHA-256 of each task's splits.csv and one hash over them all (the run's data identity)."""
     per_task = {}
     for task in tasks:
-        path = Path(run_dir) / task / "splits.csv"
+        path = RunLayout(run_dir).task(task).splits
         if path.exists():
             per_task[task] = hashlib.sha256(path.read_bytes()).hexdigest()
     combined = hashlib.sha256("".join(f"{t}:{h}\n" for t, h in sorted(per_task.items())).encode()).hexdigest()
@@ -106,7 +107,7 @@ class RunRecord:
 
     def __init__(self, run_dir: str | os.PathLike):
         self.run_dir = Path(run_dir)
-        self.path = self.run_dir / "run.json"
+        self.path = RunLayout(self.run_dir).record
         self._git: dict | None = None
 
     @property
@@ -160,7 +161,7 @@ class RunRecord:
                 data["run"] = self.run_dir.name
                 data["created"] = now()
             if force or "params" not in data:
-                data["params"] = plain(cfg.to_dict())
+                data["params"] = as_stored(cfg.to_dict())
             data["params_file"] = params_file
             data["overrides"] = list(overrides)
             data["tasks"] = list(dict.fromkeys([*data.get("tasks", []), *tasks]))

@@ -7,27 +7,27 @@ from __future__ import annotations
 from .. import io
 from ..data.splits import build_splits, write_splits
 from ..errors import ArtifactError
-from ..evaluate import fold_metrics as score, json_safe, read_predictions
+from ..evaluate import read_predictions
+from ..evaluate.summary import write_fold_metrics as write_metrics
+from ..layout import RunLayout
 from .jobs import Job
 
 
 def make_splits(job: Job, ctx) -> None:
-    """Build the task's folds from the data root and write ``<task>/splits.csv`` and ``<task>/quality.csv``."""
+    """Build the task's folds from the data root and write its splits and data-quality table."""
     cfg = ctx.config()
     result = build_splits(cfg, job.task, progress=False)
-    task_dir = ctx.run_dir / job.task
-    # quality first: splits.csv is what training reads, so it appears last
-    io.write_csv(task_dir / "quality.csv", result.quality)
-    write_splits(task_dir / "splits.csv", result.splits)
+    task = RunLayout(ctx.run_dir).task(job.task)
+    # quality first: the splits are what training reads, so they appear last
+    io.write_csv(task.quality, result.quality)
+    write_splits(task.splits, result.splits)
 
 
-def fold_metrics(job: Job, ctx) -> None:
-    """Score the fold's test predictions (``cxrlib.evaluate.fold_metrics``) into ``fold<k>/metrics.json``."""
-    fold_dir = ctx.run_dir / job.task / f"fold{job.fold}"
-    path = fold_dir / "predictions.csv"
+def write_fold_metrics(job: Job, ctx) -> None:
+    """Score the fold's test predictions into its ``metrics.json`` (``cxrlib.evaluate.summary``)."""
+    path = RunLayout(ctx.run_dir).fold(job.task, job.fold).predictions
     classes = ctx.config().task_classes(job.task)
     frame = read_predictions(path, classes)
     if "split" not in frame.columns or not (frame["split"] == "test").any():
         raise ArtifactError(f"{path}: no test rows (split == 'test')")
-    io.write_json(fold_dir / "metrics.json", json_safe({"fold": job.fold, **score(frame, classes)}))
-
+    write_metrics(ctx.run_dir, job.task, job.fold, frame, classes)

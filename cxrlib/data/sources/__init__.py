@@ -3,8 +3,13 @@
 Every reader turns one folder into a sample table (:func:`cxrlib.data.table.new_table`). ``discover`` walks
 the root (down to ``max_depth`` folder levels) and lets the readers claim folders:
 
-1. native readers (Kaggle radiography database, Cohen-style metadata, Kermany) are tried first, in
-   ``READERS`` order; a claimed folder is read by that reader and not searched further;
+1. native readers are tried first, in ``READERS`` order: Kaggle radiography database (class folders),
+   Cohen-style ``metadata.csv`` + ``images/``, Kermany ``NORMAL``/``PNEUMONIA``, Hannover ``data.csv`` +
+   ``png/``, NIH ChestX-ray14 ``Data_Entry_2017*.csv`` + ``images*/``, RSNA ``stage_2_train_labels.csv`` +
+   ``stage_2_train_images/``, and last a DICOM folder with a labels CSV (``dicom_labels``: only when a CSV
+   in the folder names existing ``.dcm`` files, so manifests of PNG/JPEG files stay generic, while a
+   manifest naming DICOM files is read by it). A claimed folder is read by that reader and not searched
+   further;
 2. generic readers (manifest CSV, one folder per canonical label) are tried only on folders that neither
    hold nor lie under a natively claimed folder, the highest such folder first. A CSV beside native
    sources (like ``dev_manifest.csv`` at the shared data root) is therefore never read as a manifest.
@@ -22,11 +27,11 @@ from typing import Callable, Iterable
 import pandas as pd
 
 from ...errors import DataError
-from ..table import SOURCE_COLUMNS, check_table, new_table
-from . import cohen, generic, kaggle_radiography, kermany
+from ..table import SOURCE_COLUMNS, check_table
+from . import cohen, dicom_labels, generic, hannover, kaggle_radiography, kermany, nih, rsna
 from .generic import subdirs
 
-__all__ = ["Reader", "READERS", "MAX_DEPTH", "find_sources", "discover", "summarize"]
+__all__ = ["Reader", "READERS", "READ_ERRORS", "MAX_DEPTH", "find_sources", "discover", "summarize"]
 
 #: How many folder levels below the root are searched for sources.
 MAX_DEPTH = 4
@@ -47,6 +52,10 @@ READERS: list[Reader] = [
     Reader("covid19_radiography_database", kaggle_radiography.detect, kaggle_radiography.read),
     Reader("cohen", cohen.detect, cohen.read),
     Reader("kermany", kermany.detect, kermany.read),
+    Reader("hannover", hannover.detect, hannover.read),
+    Reader("nih_chestxray14", nih.detect, nih.read),
+    Reader("rsna_pneumonia", rsna.detect, rsna.read),
+    Reader("dicom_labels", dicom_labels.detect, dicom_labels.read),
     Reader("manifest", generic.detect_manifest, generic.read_manifests, generic=True),
     Reader("class_folders", generic.detect_class_folders, generic.read_class_folders, generic=True),
 ]
@@ -97,15 +106,21 @@ def find_sources(
     return claims
 
 
+#: What a reader may raise on a bad source; it costs only that source (see :func:`discover`).
+READ_ERRORS = (DataError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, OSError)
+
+
 def discover(
     root: str | os.PathLike, exclude: Iterable[str | os.PathLike] = (), max_depth: int = MAX_DEPTH
 ) -> pd.DataFrame:
     """Read every source under ``root`` into one table sorted by path.
 
-    ``attrs["sources"]`` lists, per source folder, the reader, source names, image count, and the rows it
-    ``skipped`` (missing image files) or ``dropped`` (filters), where the reader reports them. Raises
-    DataError naming the folder when the root is missing or empty, no source is recognised, no image is
-    found, or one image is listed by two sources.
+    ``attrs["sources"]`` lists, per source folder read, the reader, source names, image count, the rows it
+    ``skipped`` (missing image files) or ``dropped`` (filters), and its ``warnings`` (e.g. a metadata file
+    read as cp1252). A source whose reader fails is left out and listed in ``attrs["failed"]`` as
+    ``{"reader", "folder", "reason"}``; the others are still read. Raises DataError naming the folder when
+    the root is missing or empty, no source is recognised, every source failed (the reasons are listed),
+    no image is found, or one image is listed by two sources.
     """
     claims = find_sources(root, exclude=exclude, max_depth=max_depth)
     root = Path(root).expanduser().resolve()
@@ -114,23 +129,21 @@ def discover(
             f"{root}: no recognisable data source within {max_depth} folder levels "
             f"(looked for: {', '.join(r.name for r in READERS)})"
         )
-    tables, report = [], []
+    tables, report, failed = [], [], []
     for reader, folder in claims:
-        table = reader.read(folder)
-        report.append(
-            {
-                "reader": reader.name,
-                "folder": str(folder),
-                "sources": sorted(set(table["source"])),
-                "images": len(table),
-                "skipped": table.attrs.get("skipped", 0),
-                "dropped": dict(table.attrs.get("dropped", {})),
-            }
-        )
+        try:
+            table = reader.read(folder)
+        except READ_ERRORS as exc:
+            failed.append({"reader": reader.name, "folder": str(folder), "reason": str(exc) or type(exc).__name__})
+            continue
+        report.append(_report_entry(reader, folder, table))
         table = table.copy()
         table.attrs = {}
         tables.append(table)
-    frame = pd.concat(tables, ignore_index=True) if tables else new_table([])
+    if not tables:
+        reasons = "; ".join(f"{f['reader']} at {f['folder']}: {f['reason']}" for f in failed)
+        raise DataError(f"{root}: no data source could be read ({reasons})")
+    frame = pd.concat(tables, ignore_index=True)
     if frame.empty:
         raise DataError(f"{root}: sources found ({', '.join(r['folder'] for r in report)}) but no images in them")
     dup = frame["path"].duplicated(keep=False)
@@ -141,7 +154,20 @@ def discover(
     frame = frame[list(SOURCE_COLUMNS)].sort_values("path", kind="stable").reset_index(drop=True)
     check_table(frame, where=str(root))
     frame.attrs["sources"] = report
+    frame.attrs["failed"] = failed
     return frame
+
+
+def _report_entry(reader: Reader, folder: Path, table: pd.DataFrame) -> dict:
+    return {
+        "reader": reader.name,
+        "folder": str(folder),
+        "sources": sorted(set(table["source"])),
+        "images": len(table),
+        "skipped": table.attrs.get("skipped", 0),
+        "dropped": dict(table.attrs.get("dropped", {})),
+        "warnings": list(table.attrs.get("warnings", [])),
+    }
 
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:

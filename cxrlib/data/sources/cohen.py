@@ -12,6 +12,7 @@ agchung/Figure1-COVID-chestxray-dataset). Differences handled:
   because calling an unconfirmed case ``other`` would mislabel possible COVID-19 cases;
 - Figure1 patient ids carry an image letter (``COVID-00003a``, ``COVID-00003b``): it is removed.
 
+The CSV may be UTF-8, cp1252 or Latin-1 (:mod:`.csvfile`); a fallback is reported in ``attrs["warnings"]``.
 Rows whose image file is missing are skipped, never fatal: the returned table's ``attrs["skipped"]`` counts
 them and ``attrs["dropped"]`` counts rows left out by modality, view, empty finding and duplicate image.
 """
@@ -27,7 +28,8 @@ import pandas as pd
 from ...errors import DataError
 from ...labels import BACTERIAL, COVID, NORMAL, OTHER, VIRAL
 from ..table import new_table
-from .generic import IMAGE_EXTENSIONS, image_names
+from .csvfile import read_metadata_csv, with_warnings
+from .generic import ImageFinder
 
 NAME = "cohen"
 
@@ -102,31 +104,10 @@ def _normal_view(view: str) -> str:
     return " ".join(view.split()).lower()
 
 
-class _ImageFinder:
-    """Case-insensitive look-up of image names, trying each image extension when the name has none."""
-
-    def __init__(self) -> None:
-        self._listings: dict[Path, dict[str, str]] = {}
-
-    def find(self, folder: Path, name: str) -> Path | None:
-        listing = self._listings.get(folder)
-        if listing is None:
-            listing = self._listings[folder] = {n.lower(): n for n in image_names(folder)}
-        key = name.strip().lower()
-        candidates = [key] if key.endswith(IMAGE_EXTENSIONS) else [key + ext for ext in IMAGE_EXTENSIONS]
-        for candidate in candidates:
-            if candidate in listing:
-                return folder / listing[candidate]
-        return None
-
-
 def read(folder: Path, views: tuple[str, ...] = FRONTAL_VIEWS) -> pd.DataFrame:
     """One row per kept X-ray; see the module docstring for filtering and the ``skipped``/``dropped`` attrs."""
     meta_path = folder / "metadata.csv"
-    try:
-        meta = pd.read_csv(meta_path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise DataError(f"{meta_path}: cannot read metadata ({exc})") from exc
+    meta = read_metadata_csv(meta_path)
     columns = {c.strip().lower(): c for c in meta.columns}
     if "finding" not in columns:
         raise DataError(f"{meta_path}: no 'finding' column (columns: {list(meta.columns)})")
@@ -136,7 +117,7 @@ def read(folder: Path, views: tuple[str, ...] = FRONTAL_VIEWS) -> pd.DataFrame:
         raise DataError(f"{meta_path}: no image column ('filename' or 'imagename') and no 'patientid'")
     source = source_name(folder)
     kept_views = {_normal_view(v) for v in views}
-    finder = _ImageFinder()
+    finder = ImageFinder()
     dropped = {"modality": 0, "view": 0, "empty_finding": 0, "duplicate": 0}
     skipped = 0
     seen: set[str] = set()
@@ -169,7 +150,7 @@ def read(folder: Path, views: tuple[str, ...] = FRONTAL_VIEWS) -> pd.DataFrame:
         if source == "figure1":
             patient = re.sub(r"(?<=\d)[a-z]$", "", patient)
         rows.append({"path": path, "label": label, "source": source, "patient_id": patient, "mask_path": ""})
-    table = new_table(rows)
+    table = with_warnings(new_table(rows), meta)
     table.attrs["skipped"] = skipped
     table.attrs["dropped"] = dropped
     return table

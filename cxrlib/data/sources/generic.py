@@ -6,12 +6,11 @@ Two generic layouts are read:
   ``path`` and ``label``); relative paths are relative to the CSV's folder, labels must be canonical;
 - one folder per canonical label (``root/normal/*.png``, ``root/covid19/*.png``, searched recursively).
 
-The source name is the column ``source`` when the manifest has one, otherwise the folder's name.
+Manifests may be UTF-8, cp1252 or Latin-1 (:mod:`.csvfile`). The source name is the column ``source`` when the manifest has one, otherwise the folder's name.
 """
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
@@ -20,9 +19,10 @@ import pandas as pd
 from ...errors import DataError
 from ...labels import CANONICAL_LABELS
 from ..table import new_table
+from .csvfile import header, read_metadata_csv, with_warnings
 
 #: Image file extensions every reader accepts (compared case-insensitively).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm")
 
 _JUNK_DIRS = {"__macosx"}
 
@@ -70,6 +70,24 @@ def list_images(folder: Path, recursive: bool = False) -> list[Path]:
     return sorted(found)
 
 
+class ImageFinder:
+    """Case-insensitive look-up of image names, trying each image extension when the name has none."""
+
+    def __init__(self) -> None:
+        self._listings: dict[Path, dict[str, str]] = {}
+
+    def find(self, folder: Path, name: str) -> Path | None:
+        listing = self._listings.get(folder)
+        if listing is None:
+            listing = self._listings[folder] = {n.lower(): n for n in image_names(folder)}
+        key = name.strip().lower()
+        candidates = [key] if key.endswith(IMAGE_EXTENSIONS) else [key + ext for ext in IMAGE_EXTENSIONS]
+        for candidate in candidates:
+            if candidate in listing:
+                return folder / listing[candidate]
+        return None
+
+
 # ---------------------------------------------------------------------------------------------- manifest
 
 
@@ -79,12 +97,7 @@ def manifest_files(folder: Path) -> list[Path]:
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         if entry.name.startswith(".") or not entry.name.lower().endswith(".csv") or not entry.is_file():
             continue
-        try:
-            with open(entry.path, newline="", encoding="utf-8-sig") as fh:
-                header = next(csv.reader(fh), [])
-        except (OSError, UnicodeDecodeError, csv.Error):
-            continue
-        columns = {c.strip().lower() for c in header}
+        columns = {c.lower() for c in header(entry.path)}
         if {"path", "label"} <= columns:
             found.append(Path(entry.path))
     return found
@@ -98,11 +111,8 @@ def detect_manifest(folder: Path) -> bool:
 def read_manifest(csv_path: str | os.PathLike) -> pd.DataFrame:
     """Read one manifest CSV; DataError names the file and line for unknown labels or missing images."""
     csv_path = Path(csv_path)
-    try:
-        raw = pd.read_csv(csv_path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise DataError(f"{csv_path}: cannot read manifest ({exc})") from exc
-    raw.columns = [c.strip().lower() for c in raw.columns]
+    raw = read_metadata_csv(csv_path, what="manifest")
+    raw.columns = [c.lower() for c in raw.columns]
     missing = [c for c in ("path", "label") if c not in raw.columns]
     if missing:
         raise DataError(f"{csv_path}: manifest lacks columns {missing}")
@@ -129,7 +139,7 @@ def read_manifest(csv_path: str | os.PathLike) -> pd.DataFrame:
                 "mask_path": _manifest_path(csv_path, line, base, mask, "mask_path") if mask else "",
             }
         )
-    return new_table(rows)
+    return with_warnings(new_table(rows), raw)
 
 
 def _manifest_path(csv_path: Path, line: int, base: Path, value: str, column: str) -> str:
@@ -149,7 +159,7 @@ def read_manifests(folder: Path) -> pd.DataFrame:
     tables = [read_manifest(p) for p in manifest_files(folder)]
     if not tables:
         raise DataError(f"{folder}: no manifest CSV (a CSV with 'path' and 'label' columns)")
-    return new_table([r for t in tables for r in t.to_dict("records")])
+    return with_warnings(new_table([r for t in tables for r in t.to_dict("records")]), *tables)
 
 
 # ----------------------------------------------------------------------------------------- class folders

@@ -1,0 +1,215 @@
+"""External validation: the five fold models on a data root the study never trained on.
+
+Images are found with ``cxrlib.data.sources.discover`` (any supported layout), scanned, mapped to the task's
+classes, and every image that overlaps the run's ``<task>/splits.csv`` is excluded and counted: identical content
+hash, a near-duplicate by perceptual hash (``data.near_duplicate_bits``), or the same source-qualified patient.
+Each fold model predicts every image; the ensemble is the mean probability of the fold models. Metrics (with
+the same Wilson / bootstrap intervals as cross-validation) are reported for the ensemble and for each model,
+over all images and per source.
+
+Writes ``<run>/<task>/external/predictions.csv`` (``path,true,predicted,prob_<class>...,source,patient_id,
+sha256`` for the ensemble, plus ``fold<k>_prob_<class>`` per model) and ``external/external.json``;
+the caller passes the report to ``cxrlib.evaluate.summary.summarize_task``, which keeps it under ``external``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import io
+from ..data.images import load_images
+from ..data.phash import near_duplicate_pairs
+from ..data.scan import scan_table
+from ..data.sources import discover
+from ..data.splits import read_splits, task_table
+from ..device import resolve_device
+from ..errors import ArtifactError, DataError
+from ..inference import predict_probs
+from ..layout import RunLayout, fold_name
+from ..models import load_checkpoint
+from .pooled import pooled_metrics
+
+CHUNK = 256  # images decoded and predicted at a time
+
+
+def training_images(run_dir: str | os.PathLike, task: str) -> pd.DataFrame:
+    """The run's splits (every image the fold models saw or were tested on): sha256, phash, source, patient_id."""
+    path = RunLayout(run_dir).task(task).splits
+    if not path.is_file():
+        raise ArtifactError(f"{path}: splits file is missing; it is needed to exclude training images")
+    table = read_splits(path)
+    missing = [c for c in ("sha256", "phash", "source", "patient_id") if c not in table.columns]
+    if missing:
+        raise ArtifactError(f"{path}: no {', '.join(missing)} column; cannot exclude training images")
+    return table
+
+
+def training_hashes(run_dir: str | os.PathLike, task: str) -> set[str]:
+    """Content hashes of every image in the run's splits."""
+    return set(training_images(run_dir, task)["sha256"]) - {""}
+
+
+def overlap_with_training(frame: pd.DataFrame, training: pd.DataFrame, near_bits: int) -> pd.Series:
+    """Why each external row overlaps the training data: "identical", "near_duplicate", "same_patient" or ""."""
+    reason = pd.Series("", index=frame.index, dtype=object)
+    patients = {f"{s}:{p}" for s, p in zip(training["source"], training["patient_id"]) if p}
+    same_patient = [bool(p) and f"{s}:{p}" in patients for s, p in zip(frame["source"], frame["patient_id"])]
+    reason[same_patient] = "same_patient"
+    hashes = training["phash"].tolist() + frame["phash"].tolist()
+    i, j = near_duplicate_pairs(hashes, near_bits)
+    n_train = len(training)
+    cross = (i < n_train) & (j >= n_train)
+    reason.iloc[np.unique(j[cross] - n_train)] = "near_duplicate"
+    reason[frame["sha256"].isin(set(training["sha256"]))] = "identical"
+    return reason
+
+
+def external_images(root: str | os.PathLike, cfg, task: str, progress: bool = False) -> tuple[pd.DataFrame, dict]:
+    """The task's images under ``root`` with ``target`` and ``sha256`` (not yet de-duplicated) and counts.
+
+    Task classes absent from the external data are allowed (an external set often has one class only); a
+    root with no image of any task class raises DataError naming it.
+    """
+    classes = cfg.tasks[task]
+    table = discover(root)
+    scanned, quality = scan_table(table, cfg.data.cache_dir, cfg.data.resize, workers=cfg.data.workers,
+                                  progress=progress)
+    labels = set(scanned["label"])
+    present = {cls: labs for cls, labs in classes.items() if labels & set(labs)}
+    if not present:
+        raise DataError(f"{root}: no image has a label of task {task!r} {dict(classes)}; labels found: "
+                        f"{sorted(labels)}")
+    frame, dropped = task_table(scanned, present, where=str(root))
+    counts = {"discovered": len(table), "unreadable": len(quality), "outside_task": dropped,
+              "absent_classes": [c for c in classes if c not in present]}
+    return frame, counts
+
+
+def _fold_models(run_dir, task, n_folds) -> list[Path]:
+    task_layout = RunLayout(run_dir).task(task)
+    paths = [f.model for f in task_layout.folds(n_folds)]
+    missing = [RunLayout(task_layout.dir).relative(p) for p in paths if not p.is_file()]
+    if missing:
+        raise ArtifactError(f"{task_layout.dir}: {len(missing)} of {n_folds} fold models missing: "
+                            f"{', '.join(missing)} (train these folds before external validation)")
+    return paths
+
+
+def predict_external(
+    frame: pd.DataFrame, model_paths: list[Path], classes: list[str], cfg, device, progress: bool = False
+) -> pd.DataFrame:
+    """Predictions of each fold model (``fold<k>_prob_<class>``) and of the ensemble (``prob_<class>``)."""
+    out = pd.DataFrame({
+        "path": frame["path"].astype(str).to_numpy(), "true": frame["target"].astype(str).to_numpy(),
+        "source": frame["source"].astype(str).to_numpy(), "patient_id": frame["patient_id"].astype(str).to_numpy(),
+        "sha256": frame["sha256"].astype(str).to_numpy(),
+    })
+    per_model = []
+    for k, path in enumerate(model_paths):
+        model, meta = load_checkpoint(path, device)
+        if list(meta["classes"]) != list(classes):
+            raise ArtifactError(f"{path}: model classes {meta['classes']} differ from the task's {classes}")
+        probs = []
+        for start in range(0, len(out), CHUNK):
+            rows = out.iloc[start:start + CHUNK]
+            images = load_images(rows["path"].tolist(), rows["sha256"].tolist(), size=int(meta["resize"]),
+                                 cache_dir=cfg.data.cache_dir, progress=progress)
+            probs.append(predict_probs(model, images, int(meta["image_size"]), cfg.train.batch_size, device))
+        del model
+        p = np.concatenate(probs)
+        per_model.append(p)
+        for i, c in enumerate(classes):
+            out[model_column(k, c)] = p[:, i]
+    mean = np.mean(per_model, axis=0)
+    out["predicted"] = [classes[i] for i in mean.argmax(axis=1)]
+    for i, c in enumerate(classes):
+        out[f"prob_{c}"] = mean[:, i]
+    return out
+
+
+def model_column(fold: int, cls: str) -> str:
+    """The column of one fold model's probability of ``cls`` (``fold<k>_prob_<class>``)."""
+    return f"{fold_name(fold)}_prob_{cls}"
+
+
+def model_frame(predictions: pd.DataFrame, classes: list[str], fold: int | None) -> pd.DataFrame:
+    """The predictions of one fold model (or the ensemble when ``fold`` is None) with plain ``prob_<class>``."""
+    frame = predictions[["path", "true", "source", "patient_id", "sha256"]].copy()
+    if fold is None:
+        probs = predictions[[f"prob_{c}" for c in classes]].to_numpy()
+    else:
+        probs = predictions[[model_column(fold, c) for c in classes]].to_numpy()
+    for i, c in enumerate(classes):
+        frame[f"prob_{c}"] = probs[:, i]
+    frame["predicted"] = [classes[i] for i in probs.argmax(axis=1)]
+    return frame
+
+
+def _report(frame: pd.DataFrame, classes: list[str], ev) -> dict[str, Any]:
+    report = {"all": pooled_metrics(frame, classes, ev.ci_level, ev.bootstrap, ev.seed), "by_source": {}}
+    for source, rows in frame.groupby("source", sort=True):
+        report["by_source"][str(source)] = pooled_metrics(rows, classes, ev.ci_level, ev.bootstrap, ev.seed)
+    return report
+
+
+def external_validate(
+    run_dir: str | os.PathLike, task: str, cfg, root: str | os.PathLike | None = None,
+    device: str | None = None, progress: bool = False,
+) -> dict[str, Any]:
+    """Run the fold models of ``task`` on the external root (default ``cfg.evaluate.external``).
+
+    Writes ``<run>/<task>/external/predictions.csv`` and ``external.json`` and returns the report:
+    ``{"data_root", "classes", "counts": {discovered, unreadable, outside_task, absent_classes,
+    excluded_in_training, evaluated}, "sources", "ensemble": {"all", "by_source"}, "models": {"fold<k>": ...}}``
+    where each leaf is a :func:`cxrlib.evaluate.pooled_metrics` dict.
+    """
+    root = root if root is not None else cfg.evaluate.external
+    if root is None:
+        raise DataError("evaluate.external is not set: give a data root for external validation")
+    classes = cfg.task_classes(task)
+    model_paths = _fold_models(run_dir, task, cfg.split.n_folds)
+    training = training_images(run_dir, task)
+    frame, counts = external_images(root, cfg, task, progress)
+    overlap = overlap_with_training(frame, training, cfg.data.near_duplicate_threshold)
+    counts["excluded_in_training"] = int((overlap == "identical").sum())
+    counts["excluded_near_duplicate"] = int((overlap == "near_duplicate").sum())
+    counts["excluded_same_patient"] = int((overlap == "same_patient").sum())
+    frame = frame[overlap == ""].reset_index(drop=True)
+    counts["evaluated"] = len(frame)
+    if frame.empty:
+        raise DataError(f"{root}: all {int((overlap != '').sum())} task images are also in the training data "
+                        f"(identical, near-duplicate or same patient; {RunLayout(run_dir).task(task).splits}); "
+                        "nothing left to validate on")
+    device = resolve_device(device or cfg.train.device)
+    predictions = predict_external(frame, model_paths, classes, cfg, device, progress)
+    out = RunLayout(run_dir).task(task)
+    io.write_csv(out.external_predictions, predictions)
+    ev = cfg.evaluate
+    report = {
+        "data_root": str(root),
+        "classes": classes,
+        "counts": counts,
+        "sources": sorted(predictions["source"].unique().tolist()),
+        "ensemble": _report(model_frame(predictions, classes, None), classes, ev),
+        "models": {fold_name(k): _report(model_frame(predictions, classes, k), classes, ev)
+                   for k in range(len(model_paths))},
+    }
+    report = io.json_safe(report)
+    io.write_json(out.external_report, report)
+    return report
+
+
+def external_validate_or_error(run_dir: str | os.PathLike, task: str, cfg, progress: bool = False
+                               ) -> tuple[dict[str, Any] | None, str | None]:
+    """external_validate, but a bad external root costs only this section: returns (report, None) or
+    (None, message). On failure a previous ``external.json`` is removed so the summary cannot show stale results."""
+    try:
+        return external_validate(run_dir, task, cfg, progress=progress), None
+    except (DataError, ArtifactError) as exc:
+        RunLayout(run_dir).task(task).external_report.unlink(missing_ok=True)
+        return None, str(exc)

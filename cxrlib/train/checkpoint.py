@@ -1,0 +1,108 @@
+"""Saving and resuming a fold's training: ``model.pt`` (best epoch), ``history.csv`` and the last checkpoint.
+
+Every epoch the last checkpoint (weights, optimizer, scheduler, AMP scaler, RNG and early-stopping state) is
+written before ``model.pt``: a kill between the two leaves a last checkpoint whose own weights are the best
+ones, from which a resume rewrites ``model.pt``, so ``model.pt`` is never newer than its record.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+import torch
+from torch import nn
+
+from .. import io
+from ..errors import ArtifactError, CxrError
+from ..layout import FoldLayout
+from ..models import save_checkpoint, unwrap
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s"]
+
+
+@dataclass
+class Progress:
+    """Early-stopping state after an epoch."""
+
+    history: list[dict]
+    best_val_loss: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    scaler_state: Optional[dict] = None  # the AMP scaler's, restored once the epoch runner exists
+
+    @property
+    def next_epoch(self) -> int:
+        return self.history[-1]["epoch"] + 1 if self.history else 1
+
+
+def checkpoint_epoch(path: Path) -> Optional[int]:
+    """The epoch recorded in a saved checkpoint (None when the file is absent)."""
+    if not path.exists():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True).get("epoch")
+
+
+class Checkpointer:
+    """Writes and reads one fold's training files; with ``fold=None`` (benchmarks, tests) it writes nothing."""
+
+    def __init__(self, fold: Optional[FoldLayout], meta: dict[str, Any], writes: bool = True):
+        self.fold, self.meta, self.writes = fold, meta, writes and fold is not None
+
+    def resume(self, model: nn.Module, opt, sched) -> Optional[Progress]:
+        """Load the last checkpoint into the objects, if there is one; returns its progress."""
+        if self.fold is None or not self.fold.last_checkpoint.exists():
+            return None
+        last = self.fold.last_checkpoint
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        if state.get("params") != self.meta.get("params"):
+            raise CxrError(f"{last}: an interrupted run with other params; pass force=True (--force) to start over")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if sched is not None and state.get("scheduler") is not None:
+            sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        progress = Progress(state["history"], state["best_val_loss"], state["best_epoch"], state["bad_epochs"],
+                            state.get("scaler"))
+        if self.writes and progress.best_epoch == state["epoch"] and checkpoint_epoch(self.fold.model) != progress.best_epoch:
+            save_checkpoint(self.fold.model, model, {**self.meta, "epoch": progress.best_epoch})  # killed before model.pt
+        return progress
+
+    def save(self, model: nn.Module, opt, sched, scaler, progress: Progress, improved: bool) -> None:
+        """After an epoch: history.csv, the last checkpoint, then model.pt when the epoch improved."""
+        if not self.writes:
+            return
+        epoch = progress.history[-1]["epoch"]
+        io.write_csv(self.fold.history, pd.DataFrame(progress.history, columns=HISTORY_COLUMNS))
+        with io.atomic_path(self.fold.last_checkpoint) as tmp:
+            torch.save({"model": {k: v.cpu() for k, v in unwrap(model).state_dict().items()},
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict() if sched is not None else None,
+                        "scaler": scaler.state_dict(), "epoch": epoch, "history": progress.history,
+                        "best_val_loss": progress.best_val_loss, "best_epoch": progress.best_epoch,
+                        "bad_epochs": progress.bad_epochs, "rng": torch.get_rng_state(),
+                        "params": self.meta.get("params")}, tmp)
+        if improved:
+            save_checkpoint(self.fold.model, model, {**self.meta, "epoch": epoch})
+
+    def restore_best(self, model: nn.Module, best_state: Optional[dict], best_epoch: int) -> None:
+        """Load the best epoch's weights: from memory, else from model.pt (a resumed fold)."""
+        if best_state is None and self.fold is not None and self.fold.model.exists():
+            saved = torch.load(self.fold.model, map_location="cpu", weights_only=True)
+            if saved.get("epoch") != best_epoch:
+                raise ArtifactError(f"{self.fold.model}: holds epoch {saved.get('epoch')}, but the best epoch is "
+                                    f"{best_epoch}; retrain the fold with force=True (--force)")
+            best_state = saved["state_dict"]
+        if best_state is not None:
+            unwrap(model).load_state_dict(best_state)
+        elif best_epoch:
+            where = self.fold.dir if self.fold is not None else "fit"
+            raise ArtifactError(f"{where}: best weights of epoch {best_epoch} are missing (no saved best model)")
+
+    def discard_last(self) -> None:
+        """Remove the last checkpoint once the fold is finished."""
+        if self.writes:
+            self.fold.last_checkpoint.unlink(missing_ok=True)

@@ -1,0 +1,121 @@
+"""One training epoch and one validation pass: the full model, or the head on cached backbone features."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as nnf
+from torch import nn
+
+from ..config import TrainConfig
+from ..device import to_device
+from ..models import head_name, set_train_mode, unwrap
+from ..transforms import Augment, as_uint8_batch, check_batch_stats, eval_batch
+from .distributed import Dist
+from .features import FeatureCache, build_feature_cache
+from .fold_data import FoldData
+from .sampling import AugmentedBatches, epoch_indices, split_batches, worker_init
+from .seeding import generator
+
+
+class EpochRunner:
+    """Trains one epoch and runs one validation pass of ``model`` on a fold's images (AMP on CUDA)."""
+
+    def __init__(self, model: nn.Module, data: FoldData, t: TrainConfig, device: torch.device, d: Dist,
+                 use_cache: bool, echo: Callable[[str], None]):
+        self.model, self.t, self.device, self.d = model, t, device, d
+        self.amp = device.type == "cuda"
+        self.train_images, self.train_targets = data.part("train")
+        self.val_images, self.val_targets = data.part("val")
+        self.source_size = self.train_images.shape[-1]
+        self.augment = Augment.from_config(t)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.checked_stats = False
+        self.cache: Optional[FeatureCache] = None
+        self.val_cache: Optional[FeatureCache] = None
+        self.cache_seconds = 0.0
+        if use_cache:
+            start = time.perf_counter()
+            if t.random_crop or t.rotation or t.brightness:
+                echo("feature cache: centre crop + flip only (random crop, rotation, jitter are not cached)")
+            bs = max(64, t.batch_size)
+            self.cache = build_feature_cache(model, self.train_images, t.image_size, bs, device, t.hflip, self.amp)
+            self.val_cache = build_feature_cache(model, self.val_images, t.image_size, bs, device, False, self.amp)
+            self.head = unwrap(model).get_submodule(head_of(model))
+            self.cache_seconds = time.perf_counter() - start
+            echo(f"feature cache: {len(self.train_images)} train (+ flips) and {len(self.val_images)} val "
+                 f"images in {self.cache_seconds:.1f}s")
+        self.train_x = as_uint8_batch(self.train_images)
+        self.train_y = torch.as_tensor(self.train_targets)
+
+    def _to(self, x: torch.Tensor) -> torch.Tensor:
+        return to_device(x, self.device)
+
+    def _step(self, net: nn.Module, opt, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+        with torch.autocast(self.device.type, enabled=self.amp):
+            logits = net(x)
+            loss = nnf.cross_entropy(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(opt)
+        self.scaler.update()
+        return float(loss.detach()) * len(y), int((logits.argmax(1) == y).sum())
+
+    def train_epoch(self, net: nn.Module, opt, epoch: int) -> tuple[float, float, int]:
+        """Returns (loss sum, correct, images) over this rank's batches."""
+        t, d = self.t, self.d
+        order = epoch_indices(self.train_targets, t.seed, epoch, t.sampler, d.rank, d.world)
+        batches = split_batches(order, t.batch_size)
+        loss_sum, correct, seen = 0.0, 0, 0
+        if self.cache is not None:
+            self.head.train()
+            for b, idx in enumerate(batches):
+                flip = self.augment.draw(len(idx), self.source_size, generator(t.seed, "augment", epoch, d.rank, b)).flip
+                x = self._to(self.cache.select(idx, flip))
+                ls, c = self._step(self.head, opt, x, self._to(self.train_y[idx]))
+                loss_sum, correct, seen = loss_sum + ls, correct + c, seen + len(idx)
+            return loss_sum, correct, seen
+        set_train_mode(unwrap(net))
+        loader = torch.utils.data.DataLoader(
+            AugmentedBatches(self.train_x, self.train_y, batches, self.augment, t.seed, epoch, d.rank),
+            batch_size=None, shuffle=False, num_workers=t.num_workers, worker_init_fn=worker_init,
+            pin_memory=self.device.type == "cuda")
+        for x, y in loader:
+            if not self.checked_stats:
+                check_batch_stats(x)
+                self.checked_stats = True
+            ls, c = self._step(net, opt, self._to(x), self._to(y))
+            loss_sum, correct, seen = loss_sum + ls, correct + c, seen + len(y)
+        return loss_sum, correct, seen
+
+    @torch.inference_mode()
+    def validate(self) -> tuple[float, float, int]:
+        """(loss sum, correct, images) over this rank's share of the validation images."""
+        d, model = self.d, unwrap(self.model)
+        rows = np.arange(d.rank, len(self.val_targets), d.world)
+        y_all = torch.as_tensor(self.val_targets)
+        loss_sum, correct = 0.0, 0
+        bs = max(32, self.t.batch_size)
+        model.eval()
+        for start in range(0, len(rows), bs):
+            idx = torch.as_tensor(rows[start:start + bs])
+            if self.val_cache is not None:
+                x = self.val_cache.plain[idx]
+                net = self.head
+            else:
+                x = eval_batch(self.val_images[idx.numpy()], self.t.image_size)
+                net = model
+            y = self._to(y_all[idx])
+            with torch.autocast(self.device.type, enabled=self.amp):
+                logits = net(self._to(x)).float()
+            loss_sum += float(nnf.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+        return loss_sum, correct, len(rows)
+
+
+def head_of(model: nn.Module) -> str:
+    """Dotted name of the classification head of a (possibly DDP-wrapped) model."""
+    return head_name(unwrap(model).cxr_arch)

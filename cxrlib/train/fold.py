@@ -1,0 +1,163 @@
+"""One (task, fold) end to end: load the round's images, build the model, fit, predict val/test, write train.json.
+
+``train.json`` is written last and marks the fold finished; a finished fold is not trained again unless forced.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .. import __version__, io
+from ..config import StudyConfig
+from ..device import resolve_device
+from ..errors import ArtifactError
+from ..inference import predict_probs
+from ..layout import FoldLayout, RunLayout
+from ..models import build_model, unwrap
+from .checkpoint import HISTORY_COLUMNS, Checkpointer
+from .distributed import Dist
+from .fold_data import FoldData, load_fold_data
+from .loop import fit
+from .seeding import derive_seed
+
+
+@dataclass
+class FoldResult:
+    fold_dir: Path
+    history: pd.DataFrame
+    best_epoch: int
+    val_accuracy: float
+    test_accuracy: float
+    skipped: bool  # True when the fold was already finished and nothing was recomputed
+    info: dict = field(default_factory=dict)  # train.json
+
+
+def live_jupyter() -> bool:
+    """True in an interactive Jupyter kernel; CXR_PROGRESS=0/1 overrides (set 0 under papermill)."""
+    env = os.environ.get("CXR_PROGRESS")
+    if env in ("0", "1"):
+        return env == "1"
+    shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def train_fold(cfg: StudyConfig, run_dir: str | os.PathLike, task: str, fold: int, force: bool = False,
+               progress: Optional[bool] = None, callback: Optional[Callable[[dict], None]] = None) -> FoldResult:
+    """Train round ``fold`` of ``task``; skips a finished fold (train.json present) unless ``force``.
+
+    ``progress``: a tqdm bar (None: only in live Jupyter); one log line per epoch is always printed.
+    """
+    d = Dist.from_env()
+    own_group = d.world > 1 and not dist.is_initialized()
+    device = resolve_device(cfg.train.device, d.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if own_group:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        return _train_fold(cfg, run_dir, task, fold, force, progress, callback, d, device)
+    finally:
+        if own_group:
+            dist.destroy_process_group()
+
+
+def _train_fold(cfg, run_dir, task, fold, force, progress, callback, d: Dist, device) -> FoldResult:
+    layout = RunLayout(run_dir).fold(task, fold)
+    out, done = layout.dir, layout.train_info
+    echo = functools.partial(print, flush=True) if d.is_main else (lambda msg: None)
+    if done.exists() and not force:
+        echo(f"{task} fold {fold}: already trained ({done}); pass force=True to retrain")
+        return _finished(layout)
+    d.barrier()
+    if force and d.is_main and out.exists():
+        for path in (layout.train_info, layout.last_checkpoint, *layout.artifacts):
+            path.unlink(missing_ok=True)
+    d.barrier()
+    t0 = time.perf_counter()
+    data = load_fold_data(cfg, run_dir, task, fold)
+    load_s = time.perf_counter() - t0
+    n = {role: int((data.split == role).sum()) for role in ("train", "val", "test")}
+    echo(f"{task} fold {fold}: {n['train']} train / {n['val']} val / {n['test']} test images, "
+         f"{cfg.model.arch} weights={cfg.model.weights} freeze={cfg.model.freeze}, device {device}"
+         + (f" x{d.world}" if d.world > 1 else ""))
+    # Weight initialisation and dropout draw from torch's global RNG: seeded once, here.
+    torch.manual_seed(derive_seed(cfg.train.seed, "init"))
+    model = build_model(cfg.model.arch, len(data.classes), cfg.model.weights, cfg.model.freeze)
+    meta = {"arch": cfg.model.arch, "classes": data.classes, "resize": cfg.data.resize,
+            "image_size": cfg.train.image_size, "params": cfg.to_dict(), "task": task, "fold": fold}
+    out.mkdir(parents=True, exist_ok=True)
+    result = fit(model, data, cfg.train, layout, meta, device, d, live_jupyter() if progress is None else progress,
+                 callback, echo)
+    t1 = time.perf_counter()
+    if d.is_main:
+        preds = predictions_frame(model, data, cfg.train.image_size, device)
+        io.write_csv(layout.predictions, preds)
+        acc = {s: float((g["true"] == g["predicted"]).mean()) for s, g in preds.groupby("split")}
+        info = {
+            "task": task, "fold": fold, "classes": data.classes, "seed": cfg.train.seed, "device": str(device),
+            "world_size": d.world, "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+            "epochs_run": len(result.history), "stopped_early": result.stopped_early,
+            "resumed_from_epoch": result.resumed_from_epoch, "feature_cache": result.feature_cache,
+            "n_images": n, "val_accuracy": acc.get("val"), "test_accuracy": acc.get("test"),
+            "timings": {"load_images_s": load_s, "fit_s": result.seconds,
+                        "feature_cache_s": result.feature_cache_seconds,
+                        "predict_s": time.perf_counter() - t1, "total_s": time.perf_counter() - t0},
+            "versions": versions(), "params": cfg.to_dict(),
+        }
+        io.write_json(done, info)  # last: marks the fold finished
+        Checkpointer(layout, meta).discard_last()
+        echo(f"{task} fold {fold}: best epoch {result.best_epoch}, val acc {acc.get('val', float('nan')):.3f}, "
+             f"test acc {acc.get('test', float('nan')):.3f} -> {out}")
+    d.barrier()
+    if not d.is_main:
+        return FoldResult(out, pd.DataFrame(result.history, columns=HISTORY_COLUMNS), result.best_epoch,
+                          math.nan, math.nan, False, {})
+    res = _finished(layout)
+    res.skipped = False
+    return res
+
+
+def _finished(layout: FoldLayout) -> FoldResult:
+    missing = [p.name for p in layout.artifacts if not p.is_file()]
+    if missing:
+        raise ArtifactError(f"{layout.dir}: finished fold lacks {missing}; retrain it with force=True")
+    info = io.read_json(layout.train_info)
+    history = pd.read_csv(layout.history)
+    return FoldResult(layout.dir, history, int(info["best_epoch"]), info.get("val_accuracy"), info.get("test_accuracy"),
+                      True, info)
+
+
+def predictions_frame(model: nn.Module, data: FoldData, image_size: int, device: torch.device) -> pd.DataFrame:
+    """Rows for the val and test images: path, split, true, predicted, prob_<class>..., source, patient_id, sha256."""
+    mask = np.isin(data.split, ["val", "test"])
+    probs = predict_probs(unwrap(model), data.images[mask], image_size, batch_size=64, device=device)
+    frame = data.frame.loc[mask]
+    classes = np.asarray(data.classes)
+    out = pd.DataFrame({"path": frame["path"].to_numpy(), "split": data.split[mask],
+                        "true": classes[data.targets[mask]], "predicted": classes[probs.argmax(1)]})
+    for i, c in enumerate(data.classes):
+        out[f"prob_{c}"] = probs[:, i]
+    for col in ("source", "patient_id", "sha256"):
+        out[col] = frame[col].to_numpy()
+    return out
+
+
+def versions() -> dict[str, str]:
+    import torchvision
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "numpy": np.__version__, "pandas": pd.__version__, "cxrlib": __version__}

@@ -1,0 +1,54 @@
+"""The images of one cross-validation round in memory, with their roles (train / val / test)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..config import StudyConfig
+from ..data.images import load_images
+from ..data.splits import read_splits, split_of
+from ..errors import CxrError
+from ..layout import RunLayout
+
+@dataclass
+class FoldData:
+    """The images of one round in memory: uint8 (N,S,S), integer targets and roles train/val/test."""
+
+    frame: pd.DataFrame
+    images: np.ndarray
+    targets: np.ndarray
+    split: np.ndarray
+    classes: list[str]
+
+    def part(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        mask = self.split == name
+        return self.images[mask], self.targets[mask]
+
+
+def load_fold_data(cfg: StudyConfig, run_dir: str | os.PathLike, task: str, fold: int) -> FoldData:
+    """Read ``<run_dir>/<task>/splits.csv`` and load the images of round ``fold`` (decoded once, cached)."""
+    classes = cfg.task_classes(task)
+    path = RunLayout(run_dir).task(task).splits
+    frame = read_splits(path)
+    n_folds = int(frame["fold"].max()) + 1
+    if n_folds != cfg.split.n_folds:
+        raise CxrError(f"{path}: has {n_folds} folds but split.n_folds={cfg.split.n_folds}")
+    unknown = sorted(set(frame["target"]) - set(classes))
+    if unknown:
+        raise CxrError(f"{path}: targets {unknown} are not classes of task {task} ({classes})")
+    split = split_of(frame, fold, n_folds).to_numpy()
+    for role in ("train", "val", "test"):
+        if not (split == role).any():
+            raise CxrError(f"{path}: round {fold} has no {role} images")
+    targets = frame["target"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
+    missing = sorted(set(range(len(classes))) - set(targets[split == "train"]))
+    if missing:
+        raise CxrError(f"{path}: round {fold} trains on no images of class(es) {[classes[i] for i in missing]}")
+    images = load_images(frame["path"].tolist(), frame["sha256"].tolist(), size=cfg.data.resize,
+                         cache_dir=cfg.data.cache_dir)
+    return FoldData(frame, images, targets, split, classes)
+

@@ -1,0 +1,61 @@
+"""Which images a training epoch sees, in which batches, and their augmentation (all seeded per epoch/batch)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..transforms import Augment
+from .seeding import generator
+
+def epoch_indices(targets: np.ndarray, seed: int, epoch: int, sampler: str = "weighted",
+                  rank: int = 0, world: int = 1) -> torch.Tensor:
+    """Training order of one epoch; this rank's slice of it.
+
+    ``weighted``: len(targets) draws with replacement, each class equally likely (weights 1/class count);
+    ``none``: a permutation. Every rank draws the same order (shared seed) and takes every world-th index,
+    after wrapping the order to a multiple of ``world`` so ranks run the same number of steps.
+    """
+    n = len(targets)
+    g = generator(seed, "sampler", epoch)
+    if sampler == "weighted":
+        counts = np.bincount(targets)
+        weights = torch.as_tensor(1.0 / counts[targets], dtype=torch.float64)
+        order = torch.multinomial(weights, n, replacement=True, generator=g)
+    else:
+        order = torch.randperm(n, generator=g)
+    if world > 1:
+        pad = (-n) % world
+        order = torch.cat([order, order[:pad]])[rank::world]
+    return order
+
+
+def split_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """Consecutive batches; a trailing batch of one joins the previous (BatchNorm needs two samples)."""
+    batches = list(torch.split(order, batch_size))
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        tail = batches.pop()
+        batches[-1] = torch.cat([batches[-1], tail])
+    return batches
+
+
+class AugmentedBatches(torch.utils.data.Dataset):
+    """Item b = augmented batch b of one epoch; its augmentation generator is seeded from (seed, epoch, rank, b)."""
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, batches: list[torch.Tensor],
+                 augment: Augment, seed: int, epoch: int, rank: int):
+        self.images, self.targets, self.batches = images, targets, batches
+        self.augment, self.seed, self.epoch, self.rank = augment, seed, epoch, rank
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self.batches[b]
+        g = generator(self.seed, "augment", self.epoch, self.rank, b)
+        return self.augment(self.images[idx], g), self.targets[idx]
+
+
+def worker_init(worker_id: int) -> None:
+    torch.set_num_threads(1)  # workers only augment; the main process owns the cores for the model
+
