@@ -149,7 +149,7 @@ def main(argv=None) -> int:
     import pandas as pd
 
     from cxrlib.config import DataConfig
-    from cxrlib.data.phash import _block_similarity, _mirrored, fingerprint, fingerprint_views
+    from cxrlib.data.phash import fingerprint, scored_pairs
     from cxrlib.data.splits import duplicate_components
 
     threshold = args.threshold if args.threshold is not None else DataConfig.near_duplicate_threshold
@@ -198,17 +198,24 @@ def main(argv=None) -> int:
     print(f"seconds_per_10k={per_10k:.1f} (fingerprint {t_hash / n * 1e3:.2f} ms/image, grouping {t_group:.2f} s for {n})")
 
     if args.sweep:
-        views = fingerprint_views(hashes)
-        sim = _block_similarity(views, _mirrored(views), 0, n)
-        sim = np.maximum(sim, sim.T)
-        own = sim[np.arange(n_orig, n), np.arange(args.n)]
-        other = sim[:n_orig, :n_orig].copy()
-        other[pat_o[:, None] == pat_o[None, :]] = -1
-        worst = other.max(axis=1)
-        print("copy-original similarity quantiles:", np.quantile(own, [0, 0.01, 0.05, 0.5]).round(3))
-        print("max similarity to another patient's image, quantiles:", np.quantile(worst, [0.5, 0.99, 0.999, 1]).round(3))
-        for t in np.arange(0.93, 0.99, 0.005):
-            print(f"  t={t:.3f} pair_recall={(own >= t).mean():.4f} pair_false={(worst >= t).mean():.4f}")
+        i, j, score = scored_pairs(hashes)
+        own = np.zeros(args.n)
+        copy_pair = (j >= n_orig) & (i == j - n_orig)
+        own[j[copy_pair] - n_orig] = score[copy_pair]
+        other = np.zeros(n_orig)
+        orig = j < n_orig  # i < j, so both are originals
+        cross = orig.copy()
+        cross[orig] = pat_o[i[orig]] != pat_o[j[orig]]
+        np.maximum.at(other, i[cross], score[cross])
+        np.maximum.at(other, j[cross], score[cross])
+        print(f"candidate pairs={len(i)}")
+        low = np.argsort(own)[: max(1, args.n // 20)]
+        print("lowest copy scores:", "; ".join(f"{recipes[k]} {own[k]:.3f}" for k in low))
+        print("copy-original aligned correlation quantiles:", np.quantile(own, [0, 0.01, 0.05, 0.5]).round(4))
+        print("max aligned correlation to another patient's image, quantiles:",
+              np.quantile(other, [0.5, 0.99, 0.999, 1]).round(4))
+        for t in np.arange(0.95, 0.999, 0.005):
+            print(f"  t={t:.3f} pair_recall={(own >= t).mean():.4f} pair_false={(other >= t).mean():.4f}")
     return 0
 
 

@@ -26,7 +26,7 @@ class DataConfig:
     cache_dir: str = "~/.cache/cxr-study"  # decoded, resized images keyed by content hash (shared by runs)
     resize: int = 256  # images are resized to resize x resize (the paper: 256)
     max_per_class: Optional[int] = None  # cap per task class, drawn deterministically (CPU profiles)
-    near_duplicate_threshold: float = 0.97  # fingerprint similarity (cxrlib.data.phash) at or above = one group;
+    near_duplicate_threshold: float = 0.995  # fingerprint similarity (cxrlib.data.phash) at or above = one group;
     # tuned with bench/dedup_recall.py on the dev data (edited copies vs distinct patients)
     workers: int = 2  # processes used to scan/decode images
 

@@ -17,8 +17,11 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
+from .align import aligned_correlation, smoothed
 
-GRID = 32  # stored cells per side: the ranks of the whole image (borders trimmed)
+GRID = 64  # stored cells per side: the ranks of the whole image (borders trimmed)
+COARSE = 32  # cells per side of the grid the candidate search pools the stored one to (2 x 2 means)
+CANDIDATE = 0.93  # coarse similarity at which a pair is aligned and verified (``align``)
 VIEW = 16  # cells per side of a compared view
 MARGIN = 0.10  # share of width / height a view leaves out on each side
 CROPS = ((0.0, 0.0), (0.04, 0.0), (0.0, 0.04), (0.04, 0.04))  # (start, end) share cut off, per axis
@@ -90,29 +93,35 @@ def fingerprint_grids(hashes) -> np.ndarray:
 
 
 def _axis_weights(start: float, end: float) -> np.ndarray:
-    """(VIEW, GRID) linear-interpolation weights sampling the view's cells along one axis of the grid."""
+    """(VIEW, COARSE) linear-interpolation weights sampling the view's cells along one axis of the grid."""
     u = MARGIN + (np.arange(VIEW) + 0.5) / VIEW * (1 - 2 * MARGIN)
-    pos = np.clip((start + u * (1 - start - end)) * GRID - 0.5, 0, GRID - 1)
+    pos = np.clip((start + u * (1 - start - end)) * COARSE - 0.5, 0, COARSE - 1)
     lo = np.floor(pos).astype(np.intp)
-    hi = np.minimum(lo + 1, GRID - 1)
+    hi = np.minimum(lo + 1, COARSE - 1)
     frac = (pos - lo).astype(np.float32)
-    out = np.zeros((VIEW, GRID), dtype=np.float32)
+    out = np.zeros((VIEW, COARSE), dtype=np.float32)
     np.add.at(out, (np.arange(VIEW), lo), 1 - frac)
     np.add.at(out, (np.arange(VIEW), hi), frac)
     return out
 
 
 def _view_operator() -> np.ndarray:
-    """(GRID*GRID, K*VIEW*VIEW): every crop view of a grid, K = len(CROPS) ** 2; view 0 is the uncropped one."""
+    """(COARSE*COARSE, K*VIEW*VIEW): every crop view of a pooled grid, K = len(CROPS) ** 2; view 0 is the uncropped one."""
     axes = [_axis_weights(*c) for c in CROPS]
     mats = [np.kron(ay, ax) for ay in axes for ax in axes]  # row-major grid: kron(rows, columns)
     return np.concatenate(mats, axis=0).T
 
 
-def fingerprint_views(hashes) -> np.ndarray:
+def pooled(grids: np.ndarray) -> np.ndarray:
+    """(N, GRID*GRID) -> (N, COARSE*COARSE): means of GRID // COARSE square blocks."""
+    f = GRID // COARSE
+    return grids.reshape(len(grids), COARSE, f, COARSE, f).mean(axis=(2, 4)).reshape(len(grids), -1)
+
+
+def fingerprint_views(hashes, grids: np.ndarray | None = None) -> np.ndarray:
     """(N, K, VIEW*VIEW) views of each fingerprint: the central region as it is and as if a border of
     ``CROPS`` had been cut off, each zero-mean and unit-norm so that a dot product is a correlation."""
-    grids = fingerprint_grids(hashes)
+    grids = pooled(fingerprint_grids(hashes) if grids is None else grids)
     k = len(CROPS) ** 2
     views = (grids @ _view_operator()).reshape(len(grids), k, VIEW * VIEW)
     views -= views.mean(axis=2, keepdims=True)
@@ -140,9 +149,16 @@ def _block_similarity(views: np.ndarray, mirror: np.ndarray, start: int, stop: i
 
 
 def similarity(a: str, b: str) -> float:
-    """Similarity of two fingerprints (see ``near_duplicate_pairs``)."""
-    views = fingerprint_views([a, b])
-    return float(_block_similarity(views, _mirrored(views), 0, 1)[0, 1])
+    """Aligned correlation of two fingerprints (see ``near_duplicate_pairs``); coarse-stage misses give their
+    coarse similarity (below ``CANDIDATE``)."""
+    grids = fingerprint_grids([a, b])
+    views = fingerprint_views(None, grids)
+    mirror = _mirrored(views)
+    coarse = float(_block_similarity(views, mirror, 0, 1)[0, 1])
+    if coarse < CANDIDATE:
+        return coarse
+    flip = np.array([views[0, 0] @ mirror[1, 0] > views[0, 0] @ views[1, 0]])
+    return float(aligned_correlation(smoothed(grids, GRID), np.array([0]), np.array([1]), flip)[0])
 
 
 def check_threshold(threshold: float) -> float:
@@ -152,25 +168,42 @@ def check_threshold(threshold: float) -> float:
     return float(threshold)
 
 
-def near_duplicate_pairs(hashes, threshold: float, chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """All index pairs (i < j) whose similarity is at least ``threshold``.
-
-    The similarity is the best correlation between one image's central view and the other's views under
-    crops of up to ``CROPS`` per side, plain or mirrored, either way round. Matrix products take ``chunk``
-    rows at a time against the rows from there on (memory about chunk x N x 2K floats).
-    """
-    threshold = check_threshold(threshold)
-    views = fingerprint_views(hashes)
+def candidate_pairs(views: np.ndarray, chunk: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (i < j) whose coarse similarity (``_block_similarity``) reaches ``CANDIDATE``, and whether j's
+    mirror image matches i better than j itself. Memory about chunk x N x 2K floats."""
     mirror = _mirrored(views)
     n = len(views)
-    out_i: list[np.ndarray] = []
-    out_j: list[np.ndarray] = []
+    out_i: list[np.ndarray] = [np.empty(0, dtype=np.int64)]
+    out_j: list[np.ndarray] = [np.empty(0, dtype=np.int64)]
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
-        i, j = np.nonzero(_block_similarity(views, mirror, start, stop) >= threshold - 1e-6)
+        i, j = np.nonzero(_block_similarity(views, mirror, start, stop) >= CANDIDATE)
         keep = j > i  # rows and columns both count from ``start``: drops self-pairs and the lower triangle
         out_i.append(i[keep] + start)
         out_j.append(j[keep] + start)
-    if not out_i:
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-    return np.concatenate(out_i).astype(np.int64), np.concatenate(out_j).astype(np.int64)
+    i = np.concatenate(out_i).astype(np.int64)
+    j = np.concatenate(out_j).astype(np.int64)
+    plain = np.einsum("pd,pd->p", views[i, 0], views[j, 0])
+    flipped = np.einsum("pd,pd->p", views[i, 0], mirror[j, 0])
+    return i, j, flipped > plain
+
+
+def scored_pairs(hashes, chunk: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate pairs (i < j) and their correlation once lined up (``align.aligned_correlation``)."""
+    grids = fingerprint_grids(hashes)
+    i, j, flip = candidate_pairs(fingerprint_views(None, grids), chunk)
+    score = aligned_correlation(smoothed(grids, GRID), i, j, flip)
+    return i, j, score
+
+
+def near_duplicate_pairs(hashes, threshold: float, chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs (i < j) that are near-duplicates.
+
+    A pair is a candidate when one image's central view correlates at ``CANDIDATE`` or more with the other's
+    views under crops of up to ``CROPS`` per side, plain or mirrored; candidates are lined up with an affine
+    search (``align``) and kept when the aligned correlation reaches ``threshold``.
+    """
+    threshold = check_threshold(threshold)
+    i, j, score = scored_pairs(hashes, chunk)
+    keep = score >= threshold - 1e-6
+    return i[keep], j[keep]

@@ -23,7 +23,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from .. import io
 from ..config import DataConfig
 from ..errors import DataError, LeakageError
-from .phash import near_duplicate_pairs
+from .phash import check_threshold, scored_pairs
 
 SPLIT_COLUMNS = (
     "path", "label", "source", "patient_id", "group", "fold", "target",
@@ -31,6 +31,7 @@ SPLIT_COLUMNS = (
 )  # fmt: skip
 ROLES = ("train", "val", "test")
 DEFAULT_NEAR_THRESHOLD = DataConfig.near_duplicate_threshold
+CHAIN_SIZE = 3  # a near-duplicate cluster grows past this many images only through near-exact matches
 
 
 # --------------------------------------------------------------------------- task table
@@ -107,16 +108,53 @@ def _base_keys(frame: pd.DataFrame) -> pd.Series:
 
 
 def _duplicate_edges(frame: pd.DataFrame, near_duplicate_threshold: float) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Edges joining rows with identical sha256 (to the first such row) and near-duplicate pairs."""
+    """Edges joining rows with identical sha256 (to the first such row) and near-duplicate pairs that pass
+    ``_guarded``."""
     n = len(frame)
     sha_codes = pd.factorize(frame["sha256"].astype(str))[0]
     first_of_sha = pd.Series(np.arange(n)).groupby(sha_codes).transform("min").to_numpy()
-    near = near_duplicate_pairs(frame["phash"].astype(str).tolist(), near_duplicate_threshold)
+    i, j, score = scored_pairs(frame["phash"].astype(str).tolist())
+    keep = score >= check_threshold(near_duplicate_threshold) - 1e-6
+    near = _guarded(sha_codes, i[keep], j[keep], score[keep], near_duplicate_threshold)
     return [(np.arange(n), first_of_sha), near]
 
 
+def _guarded(start: np.ndarray, i: np.ndarray, j: np.ndarray, score: np.ndarray,
+             threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Near-duplicate edges, strongest first (union-find), without those that would let a chain of similar
+    images snowball: an edge that would make a cluster of more than ``CHAIN_SIZE`` images is kept only if it is
+    near-exact (score at least two thirds of the way from ``threshold`` to 1). ``start`` labels the rows'
+    initial clusters (identical images)."""
+    label = np.asarray(start, dtype=np.int64)
+    size = np.bincount(label, minlength=len(label)).astype(np.int64)
+    parent = np.arange(len(size))
+    exact = 1 - (1 - threshold) / 3
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    kept = np.zeros(len(i), dtype=bool)
+    for k in np.argsort(-score, kind="stable"):
+        a, b = find(int(label[i[k]])), find(int(label[j[k]]))
+        if a == b:
+            kept[k] = True
+            continue
+        if size[a] + size[b] > CHAIN_SIZE and score[k] < exact:
+            continue
+        if size[a] < size[b]:
+            a, b = b, a
+        parent[b] = a
+        size[a] += size[b]
+        kept[k] = True
+    return i[kept], j[kept]
+
+
 def duplicate_components(frame: pd.DataFrame, near_duplicate_threshold: float = DEFAULT_NEAR_THRESHOLD) -> np.ndarray:
-    """Component id per row linking identical sha256 and fingerprints correlating at ``near_duplicate_threshold`` or more."""
+    """Component id per row linking identical sha256 and near-duplicates (aligned fingerprint correlation at
+    ``near_duplicate_threshold`` or more, chains guarded)."""
     return _components(len(frame), _duplicate_edges(frame, near_duplicate_threshold))
 
 
