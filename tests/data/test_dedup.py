@@ -6,15 +6,21 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from bench.dedup_recall import EDITS
 from cxrlib.__main__ import main
 from cxrlib.config import DataConfig, config_from_dict
 from cxrlib.data import images
+from cxrlib.data.align import aligned_correlation, smoothed
 from cxrlib.data.phash import (
+    CANDIDATE,
+    GRID,
     HEX_LEN,
     _block_similarity,
     _mirrored,
+    candidate_pairs,
     check_threshold,
     fingerprint,
     fingerprint_grids,
@@ -58,11 +64,39 @@ def test_chunked_search_equals_brute_force():
     views = fingerprint_views(hashes)
     full = _block_similarity(views, _mirrored(views), 0, len(hashes))
     full = np.maximum(full, full.T)
-    for t in (0.9, THRESHOLD):
-        expected = {(i, j) for i, j in zip(*np.nonzero(full >= t - 1e-6)) if i < j}
-        i, j = near_duplicate_pairs(hashes, t, chunk=7)  # odd chunk: pairs across chunk borders
-        assert set(zip(i.tolist(), j.tolist())) == expected
-    assert len(expected) >= len(copies) * 0.9
+    expected = {(i, j) for i, j in zip(*np.nonzero(full >= CANDIDATE)) if i < j}
+    i, j, _ = candidate_pairs(views, chunk=7)  # odd chunk: pairs across chunk borders
+    assert set(zip(i.tolist(), j.tolist())) == expected
+    i, j = near_duplicate_pairs(hashes, THRESHOLD, chunk=7)
+    assert set(zip(i.tolist(), j.tolist())) == set(zip(*near_duplicate_pairs(hashes, THRESHOLD)))
+    assert set(zip(i.tolist(), j.tolist())) <= expected
+    assert len(i) >= len(copies) * 0.9
+
+
+def test_alignment_lines_up_shifted_scaled_rotated_copies():
+    g = smooth_image(5, 256)
+    img = Image.fromarray(g)
+    moved = [
+        np.asarray(img.rotate(3, Image.BILINEAR, expand=False).crop((8, 8, 248, 248))),
+        np.asarray(img.crop((0, 12, 244, 256)).resize((300, 280), Image.BILINEAR)),
+    ]
+    hashes = [fingerprint(g)] + [fingerprint(m) for m in moved] + [fingerprint(smooth_image(6, 256))]
+    grids = smoothed(fingerprint_grids(hashes), GRID)
+    score = aligned_correlation(grids, np.array([0, 0, 0]), np.array([1, 2, 3]), np.zeros(3, dtype=bool))
+    assert (score[:2] >= THRESHOLD).all() and score[2] < THRESHOLD, score
+
+
+def test_chain_guard_stops_snowballing():
+    from cxrlib.data.splits import CHAIN_SIZE, _guarded
+
+    n = 8  # a chain 0-1-2-...-7 of pairs just above the threshold, plus one near-exact pair (6, 7)
+    i, j = np.arange(n - 1), np.arange(1, n)
+    score = np.full(n - 1, 0.9955)
+    score[-1] = 0.9999
+    ki, kj = _guarded(np.arange(n), i, j, score, 0.995)
+    comp = connected_components(coo_matrix((np.ones(len(ki)), (ki, kj)), shape=(n, n)), directed=False)[1]
+    assert np.bincount(comp).max() <= CHAIN_SIZE
+    assert comp[6] == comp[7]
 
 
 def test_fingerprint_serialises_as_hex_and_round_trips():
