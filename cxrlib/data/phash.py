@@ -1,14 +1,19 @@
-"""Near-duplicate fingerprint of an image and a chunked, vectorised similarity search.
+"""Near-duplicate fingerprint of an image and a chunked, vectorised near-duplicate search.
 
 Public chest X-ray sets copy each other's images after border crops or padding (up to ~5%), small rotations,
 horizontal flips, resizing (aspect ratio included), JPEG re-encoding, gamma or histogram equalisation and a
-burned-in marker. The fingerprint is a ``GRID`` x ``GRID`` thumbnail of the central region (``MARGIN`` of the
-width and height left out on every side, so a crop or pad of a few percent only shifts and scales it
-slightly), area-averaged, then replaced by its ranks (any monotone grey-level change - gamma, equalisation,
-brightness, contrast - leaves ranks nearly unchanged) quantised to 16 levels: one hex character per cell, so
-the ``phash`` column holds ``HEX_LEN`` hex characters. Two fingerprints are compared by the Pearson
-correlation of their cells, taking the larger of the image and its mirror (a flipped copy), and are
-near-duplicates at or above a threshold (``data.near_duplicate_threshold``).
+burned-in marker. The fingerprint is a ``GRID`` x ``GRID`` thumbnail of the image with flat borders trimmed,
+area-averaged, then replaced by its ranks (any monotone grey-level change - gamma, equalisation, brightness,
+contrast - leaves ranks nearly unchanged) quantised to 16 levels: one hex character per cell, so the ``phash``
+column holds ``HEX_LEN`` hex characters.
+
+Search, in two stages. Candidates: the grid pooled to ``COARSE`` x ``COARSE``; the central region of one image
+against views of the other as if a border of up to ``CROPS`` had been cut off, plain or mirrored; pairs at
+``CANDIDATE`` correlation or more (matrix products, ``chunk`` rows at a time: sub-quadratic memory).
+Verification: each candidate pair is lined up by an affine search (``align``: shift, scale, rotation, shear
+and grey-level gain), and the correlation of the aligned grids, leaving out the 5% of cells that differ most
+(markers), must reach the threshold (``data.near_duplicate_threshold``). Copies line up at ~0.999, different
+patients' images at <= ~0.993.
 """
 
 from __future__ import annotations

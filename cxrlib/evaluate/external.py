@@ -2,7 +2,8 @@
 
 Images are found with ``cxrlib.data.sources.discover`` (any supported layout), scanned, mapped to the task's
 classes, and every image that overlaps the run's ``<task>/splits.csv`` is excluded and counted: identical content
-hash, a near-duplicate by perceptual hash (``data.near_duplicate_bits``), or the same source-qualified patient.
+hash, a near-duplicate (aligned fingerprint correlation at ``data.near_duplicate_threshold`` or more, see
+``cxrlib.data.phash``), or the same source-qualified patient.
 Each fold model predicts every image; the ensemble is the mean probability of the fold models. Metrics (with
 the same Wilson / bootstrap intervals as cross-validation) are reported for the ensemble and for each model,
 over all images and per source.
@@ -54,14 +55,14 @@ def training_hashes(run_dir: str | os.PathLike, task: str) -> set[str]:
     return set(training_images(run_dir, task)["sha256"]) - {""}
 
 
-def overlap_with_training(frame: pd.DataFrame, training: pd.DataFrame, near_bits: int) -> pd.Series:
+def overlap_with_training(frame: pd.DataFrame, training: pd.DataFrame, near_duplicate_threshold: float) -> pd.Series:
     """Why each external row overlaps the training data: "identical", "near_duplicate", "same_patient" or ""."""
     reason = pd.Series("", index=frame.index, dtype=object)
     patients = {f"{s}:{p}" for s, p in zip(training["source"], training["patient_id"]) if p}
     same_patient = [bool(p) and f"{s}:{p}" in patients for s, p in zip(frame["source"], frame["patient_id"])]
     reason[same_patient] = "same_patient"
     hashes = training["phash"].tolist() + frame["phash"].tolist()
-    i, j = near_duplicate_pairs(hashes, near_bits)
+    i, j = near_duplicate_pairs(hashes, near_duplicate_threshold)
     n_train = len(training)
     cross = (i < n_train) & (j >= n_train)
     reason.iloc[np.unique(j[cross] - n_train)] = "near_duplicate"
