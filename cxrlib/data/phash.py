@@ -51,13 +51,19 @@ def fingerprint(gray: np.ndarray) -> str:
     return _quantised_ranks(small).tobytes().decode("ascii")
 
 
-def trim_borders(gray: np.ndarray, tol: int = BORDER_TOL) -> np.ndarray:
-    """``gray`` without outer rows and columns of (nearly) one grey level: padding, flat frames."""
-    rows = np.flatnonzero(np.ptp(gray, axis=1) > tol)
-    cols = np.flatnonzero(np.ptp(gray, axis=0) > tol)
-    if len(rows) < 8 or len(cols) < 8:  # (nearly) blank image: keep it whole
-        return gray
-    return gray[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+def trim_borders(gray: np.ndarray, tol: int = BORDER_TOL, passes: int = 3) -> np.ndarray:
+    """``gray`` without outer rows and columns of (nearly) one grey level: padding, flat frames. Repeated (up to
+    ``passes`` times) so that a pad of one colour around an image's own frame of another is trimmed too."""
+    for _ in range(passes):
+        rows = np.flatnonzero(np.ptp(gray, axis=1) > tol)
+        cols = np.flatnonzero(np.ptp(gray, axis=0) > tol)
+        if len(rows) < 8 or len(cols) < 8:  # (nearly) blank image: keep it whole
+            return gray
+        trimmed = gray[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        if trimmed.shape == gray.shape:
+            break
+        gray = trimmed
+    return gray
 
 
 def _quantised_ranks(values: np.ndarray) -> np.ndarray:

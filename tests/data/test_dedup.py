@@ -27,6 +27,7 @@ from cxrlib.data.phash import (
     fingerprint_views,
     near_duplicate_pairs,
     similarity,
+    trim_borders,
 )
 from cxrlib.data.scan import index_path, read_index, scan_table
 from cxrlib.data.splits import SPLIT_COLUMNS, audit, write_splits
@@ -84,6 +85,12 @@ def test_alignment_lines_up_shifted_scaled_rotated_copies():
     grids = smoothed(fingerprint_grids(hashes), GRID)
     score = aligned_correlation(grids, np.array([0, 0, 0]), np.array([1, 2, 3]), np.zeros(3, dtype=bool))
     assert (score[:2] >= THRESHOLD).all() and score[2] < THRESHOLD, score
+
+
+def test_pad_around_an_own_frame_is_trimmed():
+    g = np.pad(smooth_image(7, 200), ((0, 0), (12, 0)), constant_values=0)  # the image's own black frame
+    padded = np.pad(g, ((6, 4), (5, 8)), constant_values=255)  # a white pad around it
+    assert trim_borders(padded).shape == trim_borders(g).shape == (200, 200)
 
 
 def test_chain_guard_stops_snowballing():
