@@ -4,7 +4,7 @@ Files that cannot be used (zero-byte, truncated, corrupt, not an image, missing)
 and are left out; the scan goes on. A scan index in the cache (``<cache_dir>/<size>/scan_index.csv``, keyed
 by path, byte size and mtime) makes a re-scan of an unchanged data root a matter of ``stat`` calls. The
 ``phash`` column holds ``cxrlib.data.phash.fingerprint``; rows with a hash of another format (the 64-character
-dHash of older versions) are scanned again.
+dHash or the 1,024-character 32 x 32 fingerprint of older versions) are scanned again.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Leakage-free folds: task labels, patient + duplicate groups, StratifiedGroupKFold, and the audit.
 
 A group is everything that must stay in one fold: the images of one patient (source-qualified), merged with
-every image that is byte-identical (sha256) or a near-duplicate (fingerprint correlation at or above
-``data.near_duplicate_threshold``) of one of them. Images without a patient id are their own group unless a
+every image that is byte-identical (sha256) or a near-duplicate (aligned fingerprint correlation at or above
+``data.near_duplicate_threshold``, ``cxrlib.data.phash``) of one of them; a near-duplicate cluster grows past
+``CHAIN_SIZE`` images only through near-exact matches. Images without a patient id are their own group unless a
 duplicate joins them. Every time splits are made they are audited; a group, content hash or
 near-duplicate cluster in two folds is a LeakageError.
 """
