@@ -26,6 +26,7 @@ import torch.nn.functional as nnf
 from torchvision.transforms import v2
 
 from cxrlib.config import load_config
+from cxrlib.data.phash import HEX_LEN
 from cxrlib.models import build_model
 from cxrlib.train import FoldData, fit
 from cxrlib.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -125,6 +126,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from PIL import Image
 from cxrlib.config import load_config
+from cxrlib.data.phash import HEX_LEN
 from cxrlib.data.splits import SPLIT_COLUMNS, write_splits
 from cxrlib.train import train_fold
 root = Path(sys.argv[1]); cfg = load_config(sys.argv[2], ["train.epochs=1", "train.device=cpu",
@@ -136,7 +138,7 @@ for c in cfg.task_classes("multiclass"):
         Image.fromarray(rng.integers(0, 255, (256, 256), dtype=np.uint8)).save(p)
         rows.append({"path": str(p), "label": c, "source": "s", "patient_id": f"{c}{i}", "group": f"{c}{i}",
                      "fold": i % 5, "target": c, "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
-                     "phash": "0" * 64, "width": 256, "height": 256, "mask_path": ""})
+                     "phash": "0" * HEX_LEN, "width": 256, "height": 256, "mask_path": ""})
 write_splits(root / "run" / "multiclass" / "splits.csv", pd.DataFrame(rows, columns=list(SPLIT_COLUMNS)))
 train_fold(cfg, root / "run", "multiclass", 0, progress=False)
 print(f"peak_rss_mb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}")

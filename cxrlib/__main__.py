@@ -37,9 +37,11 @@ def _cmd_splits(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
+    from .config import load_config
     from .data.splits import audit, read_splits
 
-    report = audit(read_splits(args.splits))
+    cfg = load_config(args.params, args.overrides)
+    report = audit(read_splits(args.splits), cfg.data.near_duplicate_threshold)
     print(report.summary)
     return 0 if report.ok else 1
 
@@ -72,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_audit = sub.add_parser("audit", help="check a splits CSV for groups or images shared between folds")
     p_audit.add_argument("splits", help="splits CSV written by 'splits'")
+    _add_params(p_audit)  # data.near_duplicate_threshold
     p_audit.set_defaults(func=_cmd_audit)
 
     from .predict import cli as predict_cli

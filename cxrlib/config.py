@@ -26,8 +26,8 @@ class DataConfig:
     cache_dir: str = "~/.cache/cxr-study"  # decoded, resized images keyed by content hash (shared by runs)
     resize: int = 256  # images are resized to resize x resize (the paper: 256)
     max_per_class: Optional[int] = None  # cap per task class, drawn deterministically (CPU profiles)
-    near_duplicate_bits: int = 10  # dHash (256 bits) this close = one group; on the dev data copies sit at <= 6,
-    # different patients at >= 13 bits: 10 keeps a margin for re-encoded, aspect-changed copies
+    near_duplicate_threshold: float = 0.996  # fingerprint similarity (cxrlib.data.phash) at or above = one group;
+    # tuned with bench/dedup_recall.py on the dev data (edited copies vs distinct patients)
     workers: int = 2  # processes used to scan/decode images
 
 
@@ -258,7 +258,8 @@ def _check_values(cfg: StudyConfig, where: str) -> None:
     d, s, t, e, c = cfg.data, cfg.split, cfg.train, cfg.evaluate, cfg.cam
     need(d.resize >= 16, "data.resize", f"must be >= 16, got {d.resize}")
     need(d.max_per_class is None or d.max_per_class >= 1, "data.max_per_class", "must be >= 1 or null")
-    need(0 <= d.near_duplicate_bits <= 64, "data.near_duplicate_bits", "must be in 0..64")
+    need(0 < d.near_duplicate_threshold <= 1, "data.near_duplicate_threshold",
+         f"must be a correlation in (0, 1], got {d.near_duplicate_threshold}")
     need(d.workers >= 1, "data.workers", "must be >= 1")
     for key, seed in (("split.seed", s.seed), ("train.seed", t.seed), ("evaluate.seed", e.seed)):
         need(seed >= 0, key, f"must be >= 0, got {seed}")

@@ -1,8 +1,10 @@
-"""Scan a sample table's images once: content hash, perceptual hash, size, and the resized cache entry.
+"""Scan a sample table's images once: content hash, near-duplicate fingerprint, size, and the resized cache entry.
 
 Files that cannot be used (zero-byte, truncated, corrupt, not an image, missing) go to a data-quality table
 and are left out; the scan goes on. A scan index in the cache (``<cache_dir>/<size>/scan_index.csv``, keyed
-by path, byte size and mtime) makes a re-scan of an unchanged data root a matter of ``stat`` calls.
+by path, byte size and mtime) makes a re-scan of an unchanged data root a matter of ``stat`` calls. The
+``phash`` column holds ``cxrlib.data.phash.fingerprint``; rows with a hash of another format (the 64-character
+dHash or the 1,024-character 32 x 32 fingerprint of older versions) are scanned again.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pandas as pd
 from .. import io
 from ..errors import DataError
 from . import images
-from .phash import dhash
+from .phash import HEX_LEN, fingerprint
 from .table import SCAN_COLUMNS, check_table
 
 INDEX_NAME = "scan_index.csv"
@@ -45,7 +47,7 @@ def scan_file(path: str, cache_dir: str, size: int) -> dict:
         row["reason"] = _strip_path(str(exc), path)
         return row
     images.ImageCache(cache_dir, size).put(sha, gray)
-    row.update(sha256=sha, phash=dhash(gray), width=int(gray.shape[1]), height=int(gray.shape[0]))
+    row.update(sha256=sha, phash=fingerprint(gray), width=int(gray.shape[1]), height=int(gray.shape[0]))
     return row
 
 
@@ -141,7 +143,9 @@ def _still_valid(hit, path: str, cache: images.ImageCache) -> bool:
         return False
     if st.st_size != hit.bytes or st.st_mtime_ns != hit.mtime_ns:
         return False
-    return bool(hit.reason) or cache.path_for(hit.sha256).exists()
+    if hit.reason:
+        return True
+    return len(hit.phash) == HEX_LEN and cache.path_for(hit.sha256).exists()  # older hash format: re-scan
 
 
 def _run(paths: list[str], cache_dir: str, size: int, workers: int, progress: bool):

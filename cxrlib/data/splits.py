@@ -1,8 +1,9 @@
 """Leakage-free folds: task labels, patient + duplicate groups, StratifiedGroupKFold, and the audit.
 
 A group is everything that must stay in one fold: the images of one patient (source-qualified), merged with
-every image that is byte-identical (sha256) or a near-duplicate (perceptual hash within
-``data.near_duplicate_bits``) of one of them. Images without a patient id are their own group unless a
+every image that is byte-identical (sha256) or a near-duplicate (aligned fingerprint correlation at or above
+``data.near_duplicate_threshold``, ``cxrlib.data.phash``) of one of them; a near-duplicate cluster grows past
+``CHAIN_SIZE`` images only through near-exact matches. Images without a patient id are their own group unless a
 duplicate joins them. Every time splits are made they are audited; a group, content hash or
 near-duplicate cluster in two folds is a LeakageError.
 """
@@ -23,14 +24,15 @@ from sklearn.model_selection import StratifiedGroupKFold
 from .. import io
 from ..config import DataConfig
 from ..errors import DataError, LeakageError
-from .phash import near_duplicate_pairs
+from .phash import check_threshold, scored_pairs
 
 SPLIT_COLUMNS = (
     "path", "label", "source", "patient_id", "group", "fold", "target",
     "sha256", "phash", "width", "height", "mask_path",
 )  # fmt: skip
 ROLES = ("train", "val", "test")
-DEFAULT_NEAR_BITS = DataConfig.near_duplicate_bits
+DEFAULT_NEAR_THRESHOLD = DataConfig.near_duplicate_threshold
+CHAIN_SIZE = 3  # a near-duplicate cluster grows past this many images only through near-exact matches
 
 
 # --------------------------------------------------------------------------- task table
@@ -106,18 +108,55 @@ def _base_keys(frame: pd.DataFrame) -> pd.Series:
     return (src + ":" + pid).where(pid != "", by_image)
 
 
-def _duplicate_edges(frame: pd.DataFrame, near_duplicate_bits: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Edges joining rows with identical sha256 (to the first such row) and near-duplicate pairs."""
+def _duplicate_edges(frame: pd.DataFrame, near_duplicate_threshold: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Edges joining rows with identical sha256 (to the first such row) and near-duplicate pairs that pass
+    ``_guarded``."""
     n = len(frame)
     sha_codes = pd.factorize(frame["sha256"].astype(str))[0]
     first_of_sha = pd.Series(np.arange(n)).groupby(sha_codes).transform("min").to_numpy()
-    near = near_duplicate_pairs(frame["phash"].astype(str).tolist(), near_duplicate_bits)
+    i, j, score = scored_pairs(frame["phash"].astype(str).tolist())
+    keep = score >= check_threshold(near_duplicate_threshold) - 1e-6
+    near = _guarded(sha_codes, i[keep], j[keep], score[keep], near_duplicate_threshold)
     return [(np.arange(n), first_of_sha), near]
 
 
-def duplicate_components(frame: pd.DataFrame, near_duplicate_bits: int = DEFAULT_NEAR_BITS) -> np.ndarray:
-    """Component id per row linking identical sha256 and perceptual hashes within ``near_duplicate_bits``."""
-    return _components(len(frame), _duplicate_edges(frame, near_duplicate_bits))
+def _guarded(start: np.ndarray, i: np.ndarray, j: np.ndarray, score: np.ndarray,
+             threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Near-duplicate edges, strongest first (union-find), without those that would let a chain of similar
+    images snowball: an edge that would make a cluster of more than ``CHAIN_SIZE`` images is kept only if it is
+    near-exact (score at least two thirds of the way from ``threshold`` to 1). ``start`` labels the rows'
+    initial clusters (identical images)."""
+    label = np.asarray(start, dtype=np.int64)
+    size = np.bincount(label, minlength=len(label)).astype(np.int64)
+    parent = np.arange(len(size))
+    exact = 1 - (1 - threshold) / 3
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    kept = np.zeros(len(i), dtype=bool)
+    for k in np.argsort(-score, kind="stable"):
+        a, b = find(int(label[i[k]])), find(int(label[j[k]]))
+        if a == b:
+            kept[k] = True
+            continue
+        if size[a] + size[b] > CHAIN_SIZE and score[k] < exact:
+            continue
+        if size[a] < size[b]:
+            a, b = b, a
+        parent[b] = a
+        size[a] += size[b]
+        kept[k] = True
+    return i[kept], j[kept]
+
+
+def duplicate_components(frame: pd.DataFrame, near_duplicate_threshold: float = DEFAULT_NEAR_THRESHOLD) -> np.ndarray:
+    """Component id per row linking identical sha256 and near-duplicates (aligned fingerprint correlation at
+    ``near_duplicate_threshold`` or more, chains guarded)."""
+    return _components(len(frame), _duplicate_edges(frame, near_duplicate_threshold))
 
 
 def _components(n: int, edges: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
@@ -127,7 +166,7 @@ def _components(n: int, edges: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarra
     return connected_components(graph, directed=False)[1]
 
 
-def assign_groups(frame: pd.DataFrame, near_duplicate_bits: int = DEFAULT_NEAR_BITS) -> pd.Series:
+def assign_groups(frame: pd.DataFrame, near_duplicate_threshold: float = DEFAULT_NEAR_THRESHOLD) -> pd.Series:
     """Group per row: patients merged (union-find) with exact and near-duplicate image clusters.
 
     The name is the smallest member key (``source:patient_id``, or ``source:sha256:<hex>`` for an image
@@ -142,7 +181,7 @@ def assign_groups(frame: pd.DataFrame, near_duplicate_bits: int = DEFAULT_NEAR_B
     base = _base_keys(frame).to_numpy()
     key_codes = pd.factorize(base)[0]
     first_of_key = pd.Series(np.arange(n)).groupby(key_codes).transform("min").to_numpy()
-    edges = [(np.arange(n), first_of_key)] + _duplicate_edges(frame, near_duplicate_bits)
+    edges = [(np.arange(n), first_of_key)] + _duplicate_edges(frame, near_duplicate_threshold)
     comp = _components(n, edges)
     per_comp = pd.DataFrame({"comp": comp, "key": base}).groupby("comp")["key"].agg(["min", "nunique"])
     names = per_comp["min"].where(per_comp["nunique"] == 1, per_comp["min"] + "+" + (per_comp["nunique"] - 1).astype(str))
@@ -208,21 +247,28 @@ class AuditReport:
     counts: pd.DataFrame  # images per fold (rows) and target (columns)
     max_deviation_pp: float  # largest |fold share - overall share| of a class, percentage points
     summary: str
+    unknown_patient_share: float = 0.0  # share of images without a patient id (their patient cannot be checked)
 
     def __str__(self) -> str:
         return self.summary
 
 
-def audit(splits: pd.DataFrame, near_duplicate_bits: int = DEFAULT_NEAR_BITS) -> AuditReport:
-    """Check that no group, sha256 or near-duplicate cluster spans two folds; count images per fold and class."""
-    missing = [c for c in ("path", "group", "fold", "target", "sha256", "phash") if c not in splits.columns]
+def audit(splits: pd.DataFrame, near_duplicate_threshold: float = DEFAULT_NEAR_THRESHOLD) -> AuditReport:
+    """Check that no group, patient (``source:patient_id``), sha256 or near-duplicate cluster spans two folds;
+    count images per fold and class and the share of images whose patient is unknown."""
+    needed = ("path", "source", "patient_id", "group", "fold", "target", "sha256", "phash")
+    missing = [c for c in needed if c not in splits.columns]
     if missing:
         raise DataError(f"audit: splits table lacks columns {missing}")
     problems: list[str] = []
     for column, what in (("group", "group"), ("sha256", "identical image (sha256)")):
         problems += _spanning(splits, splits[column].astype(str), what)
+    pid = splits["patient_id"].fillna("").astype(str)
+    known = pid != ""
+    patient = splits["source"].astype(str) + ":" + pid
+    problems += _spanning(splits[known], patient[known], "patient")
     if len(splits):
-        comp = duplicate_components(splits, near_duplicate_bits)
+        comp = duplicate_components(splits, near_duplicate_threshold)
         problems += _spanning(splits, pd.Series(comp, index=splits.index), "near-duplicate cluster", exact=False)
 
     counts = pd.crosstab(splits["fold"], splits["target"]) if len(splits) else pd.DataFrame()
@@ -237,6 +283,9 @@ def audit(splits: pd.DataFrame, near_duplicate_bits: int = DEFAULT_NEAR_BITS) ->
                 notes.append(f"fold {fold} has no image of class {cls!r}")
         if max_dev > 2.0:
             notes.append(f"class shares deviate up to {max_dev:.1f} pp from the whole in some fold")
+    unknown = float((~known).mean()) if len(splits) else 0.0
+    if unknown > 0:
+        notes.append(f"{unknown:.1%} of images have no patient id: only duplicates keep their patients in one fold")
     ok = not problems
     lines = [
         f"{len(splits)} images, {splits['group'].nunique()} groups, {splits['fold'].nunique()} folds; "
@@ -246,7 +295,7 @@ def audit(splits: pd.DataFrame, near_duplicate_bits: int = DEFAULT_NEAR_BITS) ->
     lines += [f"  LEAK: {p}" for p in problems[:20]] + [f"  note: {n}" for n in notes]
     if len(problems) > 20:
         lines.append(f"  ... and {len(problems) - 20} more")
-    return AuditReport(ok, problems, notes, counts, max_dev, "\n".join(lines))
+    return AuditReport(ok, problems, notes, counts, max_dev, "\n".join(lines), unknown)
 
 
 def _spanning(splits: pd.DataFrame, keys: pd.Series, what: str, exact: bool = True) -> list[str]:
@@ -261,9 +310,9 @@ def _spanning(splits: pd.DataFrame, keys: pd.Series, what: str, exact: bool = Tr
     return out
 
 
-def check_no_leakage(splits: pd.DataFrame, near_duplicate_bits: int = DEFAULT_NEAR_BITS) -> AuditReport:
+def check_no_leakage(splits: pd.DataFrame, near_duplicate_threshold: float = DEFAULT_NEAR_THRESHOLD) -> AuditReport:
     """Audit ``splits``; raise LeakageError listing the offenders if anything spans two folds."""
-    report = audit(splits, near_duplicate_bits)
+    report = audit(splits, near_duplicate_threshold)
     if not report.ok:
         raise LeakageError("splits leak between folds:\n" + "\n".join(report.problems))
     return report
@@ -293,13 +342,13 @@ def build_splits(cfg, task: str, data_root: str | os.PathLike | None = None, pro
     root = str(data_root if data_root is not None else cfg.data.root)
     table = discover(root)
     scanned, quality = scan_table(table, cfg.data.cache_dir, cfg.data.resize, workers=cfg.data.workers, progress=progress)
-    bits = cfg.data.near_duplicate_bits
+    threshold = cfg.data.near_duplicate_threshold
     # Groups over every scanned image, so duplicates reached through labels outside the task still join.
-    scanned["group"] = assign_groups(scanned, bits)
+    scanned["group"] = assign_groups(scanned, threshold)
     frame, dropped = task_table(scanned, classes, cfg.data.max_per_class, cfg.split.seed, where=root)
     frame["fold"] = assign_folds(frame, cfg.split.n_folds, cfg.split.seed)
     splits = frame[list(SPLIT_COLUMNS)].reset_index(drop=True)
-    report = check_no_leakage(splits, bits)
+    report = check_no_leakage(splits, threshold)
     return SplitsResult(splits=splits, quality=quality, dropped=dropped, audit=report, data_root=root)
 
 

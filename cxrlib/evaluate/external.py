@@ -2,7 +2,8 @@
 
 Images are found with ``cxrlib.data.sources.discover`` (any supported layout), scanned, mapped to the task's
 classes, and every image that overlaps the run's ``<task>/splits.csv`` is excluded and counted: identical content
-hash, a near-duplicate by perceptual hash (``data.near_duplicate_bits``), or the same source-qualified patient.
+hash, a near-duplicate (aligned fingerprint correlation at ``data.near_duplicate_threshold`` or more, see
+``cxrlib.data.phash``), or the same source-qualified patient.
 Each fold model predicts every image; the ensemble is the mean probability of the fold models. Metrics (with
 the same Wilson / bootstrap intervals as cross-validation) are reported for the ensemble and for each model,
 over all images and per source.
@@ -65,14 +66,14 @@ def training_hashes(run_dir: str | os.PathLike, task: str) -> set[str]:
     return set(training_images(run_dir, task)["sha256"]) - {""}
 
 
-def overlap_with_training(frame: pd.DataFrame, training: pd.DataFrame, near_bits: int) -> pd.Series:
+def overlap_with_training(frame: pd.DataFrame, training: pd.DataFrame, near_duplicate_threshold: float) -> pd.Series:
     """Why each external row overlaps the training data: "identical", "near_duplicate", "same_patient" or ""."""
     reason = pd.Series("", index=frame.index, dtype=object)
     patients = {f"{s}:{p}" for s, p in zip(training["source"], training["patient_id"]) if p}
     same_patient = [bool(p) and f"{s}:{p}" in patients for s, p in zip(frame["source"], frame["patient_id"])]
     reason[same_patient] = "same_patient"
     hashes = training["phash"].tolist() + frame["phash"].tolist()
-    i, j = near_duplicate_pairs(hashes, near_bits)
+    i, j = near_duplicate_pairs(hashes, near_duplicate_threshold)
     n_train = len(training)
     cross = (i < n_train) & (j >= n_train)
     reason.iloc[np.unique(j[cross] - n_train)] = "near_duplicate"
@@ -243,13 +244,13 @@ def external_validate(
     training = training_images(run_dir, task)
     frame, counts = external_images(root, cfg, task, progress)
     failed, warnings = counts.pop("failed"), counts.pop("warnings")
-    overlap = overlap_with_training(frame, training, cfg.data.near_duplicate_bits)
+    overlap = overlap_with_training(frame, training, cfg.data.near_duplicate_threshold)
     narrow = (frame["analysis"] == "narrow").to_numpy()
     counts["excluded_in_training"] = int(((overlap == "identical") & narrow).sum())
     counts["excluded_near_duplicate"] = int(((overlap == "near_duplicate") & narrow).sum())
     counts["excluded_same_patient"] = int(((overlap == "same_patient") & narrow).sum())
     frame = frame[overlap == ""].reset_index(drop=True)
-    frame["group"] = assign_groups(frame, cfg.data.near_duplicate_bits).to_numpy() if len(frame) else []
+    frame["group"] = assign_groups(frame, cfg.data.near_duplicate_threshold).to_numpy() if len(frame) else []
     counts["evaluated"] = int((frame["analysis"] == "narrow").sum())
     if counts["evaluated"] == 0:
         raise DataError(f"{root}: all {int((overlap[narrow] != '').sum())} task images are also in the training "

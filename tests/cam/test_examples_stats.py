@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from cxrlib.cam import examples as gallery_examples, stats as gallery_stats
+from cxrlib.data.phash import HEX_LEN
 from cxrlib.plots import cam as gallery_plots
 from cxrlib.plots import save_figure
 from cxrlib.plots.browser import CamBrowser
@@ -68,7 +69,7 @@ def fake_run(tmp_path_factory) -> Path:
     }).to_csv(fold_dir / "predictions.csv", index=False)
     pd.DataFrame({
         "path": paths, "label": [CLASSES[t] for t in true], "source": "synthetic", "patient_id": "",
-        "group": paths, "fold": 0, "target": [CLASSES[t] for t in true], "sha256": sha, "phash": "0" * 64,
+        "group": paths, "fold": 0, "target": [CLASSES[t] for t in true], "sha256": sha, "phash": "0" * HEX_LEN,
         "width": 80, "height": 80, "mask_path": masks,
     }).to_csv(run / "multiclass" / "splits.csv", index=False)
     return root

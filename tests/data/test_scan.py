@@ -1,8 +1,7 @@
-"""Scanning images (hashes, sizes, cache, quality table, scan index) and the perceptual hash."""
+"""Scanning images (hashes, sizes, cache, quality table, scan index)."""
 
 from __future__ import annotations
 
-import io as _io
 import os
 
 import numpy as np
@@ -11,13 +10,10 @@ import pytest
 from PIL import Image
 
 from cxrlib.data import images
-from cxrlib.data.phash import dhash, hamming, hashes_to_words, near_duplicate_pairs
+from cxrlib.data.phash import fingerprint
 from cxrlib.data.scan import index_path, scan_table
 from cxrlib.data.table import SCAN_COLUMNS, SOURCE_COLUMNS, new_table
 from cxrlib.errors import DataError
-
-NEAR_BITS = 6  # cfg.data.near_duplicate_bits default
-
 
 def smooth_image(seed: int, size: int = 128) -> np.ndarray:
     """A smooth random gray image (a 6 x 6 random field, bicubic-upsampled)."""
@@ -28,17 +24,6 @@ def smooth_image(seed: int, size: int = 128) -> np.ndarray:
 
 def resized(gray: np.ndarray, w: int, h: int) -> np.ndarray:
     return np.asarray(Image.fromarray(gray).resize((w, h), Image.BILINEAR))
-
-
-def jpeg_copy(gray: np.ndarray, quality: int = 75) -> np.ndarray:
-    buf = _io.BytesIO()
-    Image.fromarray(gray).save(buf, "JPEG", quality=quality)
-    buf.seek(0)
-    return np.asarray(Image.open(buf).convert("L"))
-
-
-def brighter(gray: np.ndarray, delta: int = 10) -> np.ndarray:
-    return np.clip(gray.astype(int) + delta, 0, 255).astype(np.uint8)
 
 
 def write_images(tmp_path, n: int, size: int = 48) -> list[str]:
@@ -55,60 +40,7 @@ def table_for(paths: list[str], label: str = "normal") -> pd.DataFrame:
     return new_table([{"path": p, "label": label, "source": "synthetic", "patient_id": "", "mask_path": ""} for p in paths])
 
 
-# --------------------------------------------------------------------------- perceptual hash
-
-
-def test_dhash_is_256_bits_as_hex():
-    h = dhash(smooth_image(0))
-    assert len(h) == 64 and int(h, 16) >= 0
-    assert hashes_to_words([h]).shape == (1, 4)
-
-
-@pytest.mark.parametrize(
-    "copy",
-    [
-        lambda g: resized(g, 96, 96),
-        lambda g: resized(g, 112, 100),  # aspect ratio changed, as in the 224 x 224 mirrors
-        lambda g: resized(g, 200, 180),
-        jpeg_copy,
-        brighter,
-    ],
-    ids=["down", "aspect", "up", "jpeg", "brighter"],
-)
-def test_edited_copies_are_near_duplicates(copy):
-    dists = np.array([hamming(dhash(g), dhash(copy(g))) for g in map(smooth_image, range(30))])
-    assert np.median(dists) <= 3
-    assert np.mean(dists <= NEAR_BITS) >= 0.9
-
-
-def test_different_images_are_far_apart():
-    hashes = [dhash(smooth_image(s)) for s in range(30)]
-    dists = [hamming(a, b) for i, a in enumerate(hashes) for b in hashes[i + 1 :]]
-    assert min(dists) > 40
-
-
-def test_near_duplicate_pairs_matches_brute_force():
-    rng = np.random.default_rng(1)
-    hashes = [rng.integers(0, 256, 32, dtype=np.uint8).tobytes().hex() for _ in range(150)]
-    for src, flips in ((3, 2), (40, 6), (70, 7), (99, 0)):  # near copies: 2, 6 and 7 bits off, one exact
-        value = int(hashes[src], 16)
-        for bit in rng.choice(256, flips, replace=False):
-            value ^= 1 << int(bit)
-        hashes.append(f"{value:064x}")
-    expected = {
-        (i, j)
-        for i in range(len(hashes))
-        for j in range(i + 1, len(hashes))
-        if bin(int(hashes[i], 16) ^ int(hashes[j], 16)).count("1") <= NEAR_BITS
-    }
-    i, j = near_duplicate_pairs(hashes, NEAR_BITS, chunk=37)  # odd chunk: pairs across chunk borders
-    assert set(zip(i.tolist(), j.tolist())) == expected
-    assert {(3, 150), (40, 151), (99, 153)} <= expected and not any(152 in p for p in expected)
-
-
-def test_bad_hash_is_a_data_error():
-    with pytest.raises(DataError, match="64 hex"):
-        hashes_to_words(["abc"])
+# The fingerprint itself (edits, chunked search, old formats) is tested in test_dedup.py.
 
 
 # --------------------------------------------------------------------------- scan
@@ -127,7 +59,7 @@ def test_scan_adds_columns_and_fills_cache(tmp_path):
     store = images.ImageCache(cache, 32)
     for row in scanned.itertuples():
         assert row.sha256 == images.file_sha256(row.path)
-        assert row.phash == dhash(images.decode_gray(row.path))
+        assert row.phash == fingerprint(images.decode_gray(row.path))
         arr = np.load(store.path_for(row.sha256))
         assert arr.shape == (32, 32) and arr.dtype == np.uint8
     assert index_path(cache, 32).exists()

@@ -26,6 +26,7 @@ from cxrlib.data.splits import (
     task_table,
     write_splits,
 )
+from cxrlib.data.phash import HEX_LEN
 from cxrlib.data.table import new_table
 from cxrlib.errors import ConfigError, DataError, LeakageError
 
@@ -34,14 +35,17 @@ SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 
 
 def random_hash(rng) -> str:
-    return rng.integers(0, 256, 32, dtype=np.uint8).tobytes().hex()
+    """A random fingerprint (cxrlib.data.phash): HEX_LEN hex digits."""
+    return "".join(np.array(list("0123456789abcdef"))[rng.integers(0, 16, HEX_LEN)])
 
 
 def flip_bits(hexhash: str, n: int, rng) -> str:
-    value = int(hexhash, 16)
-    for bit in rng.choice(256, n, replace=False):
-        value ^= 1 << int(bit)
-    return f"{value:064x}"
+    """``hexhash`` with n * n // 2 random cells redrawn. Aligned correlation with the original (random cells): n = 5
+    ~1.0, n = 10 ~0.998 (a near-duplicate at the default 0.995), n = 20 ~0.97, n = 30 ~0.88 (distinct)."""
+    cells = np.array(list(hexhash))
+    k = n * n // 2
+    cells[rng.choice(HEX_LEN, k, replace=False)] = np.array(list("0123456789abcdef"))[rng.integers(0, 16, k)]
+    return "".join(cells)
 
 
 def row(path, label="normal", source="src", patient="", sha=None, phash=None, rng=None) -> dict:
@@ -131,20 +135,21 @@ def test_groups_merge_patients_and_duplicates():
         row("/b1", patient="p2", sha=shared_sha, rng=rng),
         row("/c1", source="other", patient="p9", sha=shared_sha, rng=rng),  # exact copy under another source
         row("/d1", phash=base_hash, rng=rng),  # no patient ...
-        row("/d2", phash=flip_bits(base_hash, 5, rng), rng=rng),  # ... and its near-duplicate (5 bits)
+        row("/d2", phash=flip_bits(base_hash, 10, rng), rng=rng),  # ... and its near-duplicate (~0.998)
         row("/e1", phash=flip_bits(base_hash, 30, rng), rng=rng),  # far from it: alone
         row("/f1", rng=rng),  # no patient, no duplicate: alone
         row("/g1", patient="p1", source="other", rng=rng),  # same id, other source: another patient
     ]
     frame = pd.DataFrame(rows)
-    g = assign_groups(frame, near_duplicate_bits=6).tolist()
+    g = assign_groups(frame, near_duplicate_threshold=0.97).tolist()
     assert g[0] == g[1] == "src:p1"
     assert g[2] == g[3] == "other:p9+1"
     assert g[4] == g[5] and g[4].endswith("+1")
     assert len({g[0], g[2], g[4], g[6], g[7], g[8]}) == 6
     assert g[7] == f"src:sha256:{rows[7]['sha256'][:16]}"
     assert g[8] == "other:p1"
-    assert assign_groups(frame, near_duplicate_bits=4)[4] != assign_groups(frame, near_duplicate_bits=4)[5]
+    strict = assign_groups(frame, near_duplicate_threshold=0.9999)
+    assert strict[4] != strict[5]
 
 
 def test_duplicate_chain_joins_three_patients():

@@ -165,18 +165,18 @@ def test_external_root_with_one_class(setup, tmp_path):
 
 
 def test_overlap_with_training_names_identical_near_duplicate_and_same_patient():
-    from cxrlib.data.phash import dhash
+    from cxrlib.data.phash import fingerprint
     from cxrlib.evaluate.external import overlap_with_training
 
     rng = np.random.default_rng(3)
     imgs = [xray_like(rng, 64) for _ in range(4)]
-    training = pd.DataFrame({"sha256": ["s0", "s1"], "phash": [dhash(imgs[0]), dhash(imgs[1])],
+    training = pd.DataFrame({"sha256": ["s0", "s1"], "phash": [fingerprint(imgs[0]), fingerprint(imgs[1])],
                              "source": ["site_a", "site_a"], "patient_id": ["p1", ""]})
     brighter = np.clip(imgs[1].astype(int) + 6, 0, 255).astype(np.uint8)  # a re-exported copy of a training image
     frame = pd.DataFrame({"sha256": ["s0", "x1", "x2", "x3"],
-                          "phash": [dhash(imgs[0]), dhash(brighter), dhash(imgs[2]), dhash(imgs[3])],
+                          "phash": [fingerprint(imgs[0]), fingerprint(brighter), fingerprint(imgs[2]), fingerprint(imgs[3])],
                           "source": ["site_b", "site_b", "site_a", "site_b"], "patient_id": ["", "", "p1", "p1"]})
-    reason = overlap_with_training(frame, training, near_bits=10)
+    reason = overlap_with_training(frame, training, near_duplicate_threshold=0.995)
     assert reason.tolist() == ["identical", "near_duplicate", "same_patient", ""]  # p1 of another source is another patient
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cxrlib.data.phash import HEX_LEN
+
 MULTICLASS = ["normal", "viral_pneumonia", "covid19"]
 BINARY = ["other", "covid19"]
 
@@ -67,7 +69,7 @@ def make_fake_run(root: Path, task: str = "multiclass", classes: list[str] | Non
         for _, r in test.iterrows():
             split_rows.append({"path": r["path"], "label": r["true"], "source": r["source"],
                                "patient_id": r["patient_id"], "group": r["patient_id"] or r["path"], "fold": k,
-                               "target": r["true"], "sha256": r["sha256"], "phash": r["sha256"],
+                               "target": r["true"], "sha256": r["sha256"], "phash": r["sha256"] * (HEX_LEN // 64),  # fingerprint-sized
                                "width": 16, "height": 16, "mask_path": ""})
     pd.DataFrame(split_rows).to_csv(root / task / "splits.csv", index=False)
     return root

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from cxrlib.config import load_config
+from cxrlib.data.phash import HEX_LEN
 from support import images
 from cxrlib.data.splits import SPLIT_COLUMNS, write_splits
 
@@ -27,7 +28,7 @@ def make_run(root: Path, per_class: int = 8, size: int = 40, n_folds: int = 5, t
             path = images.write(root / "img" / f"{cls}_{i}.png", images.band(rng, size, ci))
             rows.append({"path": str(path), "label": cls, "source": "synth", "patient_id": f"{cls}{i}",
                          "group": f"{cls}{i}", "fold": i % n_folds, "target": cls,
-                         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "phash": "0" * 64,
+                         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "phash": "0" * HEX_LEN,
                          "width": size, "height": size, "mask_path": ""})
     write_splits(root / "run" / task / "splits.csv", pd.DataFrame(rows, columns=list(SPLIT_COLUMNS)))
     return root / "run"
