@@ -114,9 +114,11 @@ def _pixels(path: Path, ds) -> np.ndarray:
 def _monochrome(ds, arr: np.ndarray) -> np.ndarray:
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    values = apply_modality_lut(arr, ds).astype(np.float64)
-    if "VOILUTSequence" in ds:
-        return _minmax(np.asarray(apply_voi_lut(values, ds, prefer_lut=True), dtype=np.float64))
+    modality = apply_modality_lut(arr, ds)
+    if "VOILUTSequence" in ds:  # a table is indexed by stored (integer) values
+        indices = modality if np.issubdtype(modality.dtype, np.integer) else np.round(modality).astype(np.int64)
+        return _minmax(np.asarray(apply_voi_lut(indices, ds, prefer_lut=True), dtype=np.float64))
+    values = modality.astype(np.float64)
     window = _window(ds)
     if window is not None:
         return _apply_window(values, *window, str(ds.get("VOILUTFunction", "LINEAR")).strip().upper())

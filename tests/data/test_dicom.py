@@ -126,3 +126,32 @@ def test_scan_lists_unusable_dicoms_in_the_quality_table(tmp_path):
     reasons = dict(zip(pd.Series(quality["path"]).str.rsplit("/", n=1).str[1], quality["reason"]))
     assert reasons == {"multi.dcm": "multi-frame DICOM (3 frames), not a single radiograph",
                        "sr.dcm": "DICOM without pixel data (not an image object)"}
+
+
+def _voi_lut_sequence(first_mapped: int, lut: np.ndarray):
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    item = Dataset()
+    item.LUTDescriptor = [len(lut), first_mapped, 16]
+    item.add_new(0x00283006, "US", [int(v) for v in lut])  # LUTData as US (OW needs raw bytes)
+    return Sequence([item])
+
+
+def test_voi_lut_sequence_maps_through_the_table_then_to_8_bits(tmp_path):
+    """A VOI LUT table (here a gamma-like curve over 0..4095) wins over any window; values below the first mapped
+    value take the first entry, above the last the last (PS3.3 C.11.2.1.1)."""
+    first, n = 500, 3000
+    lut = np.round(4095 * (np.arange(n) / (n - 1)) ** 0.5).astype(np.uint16)
+    path = write_dicom(tmp_path / "lut.dcm", RAW12, bits_stored=12, WindowCenter=2000, WindowWidth=100,
+                       VOILUTSequence=_voi_lut_sequence(first, lut))
+    mapped = lut[np.clip(RAW12.astype(np.int64) - first, 0, n - 1)]
+    assert np.array_equal(decode_gray(path), _minmax(mapped))
+
+
+def test_monochrome1_with_a_voi_lut_is_inverted_after_the_table(tmp_path):
+    first, n = 0, 4096
+    lut = np.round(4095 * (np.arange(n) / (n - 1)) ** 2).astype(np.uint16)
+    path = write_dicom(tmp_path / "lut1.dcm", RAW12, photometric="MONOCHROME1", bits_stored=12,
+                       VOILUTSequence=_voi_lut_sequence(first, lut))
+    assert np.array_equal(decode_gray(path), 255 - _minmax(lut[RAW12]))
