@@ -150,7 +150,7 @@ def test_completed_run_has_every_notebook_page_and_json(work, completed):
     metrics = json.loads((run_dir / "binary" / "fold1" / "metrics.json").read_text())
     assert metrics["classes"] == ["other", "covid19"] and metrics["n"] > 0
     page = (run_dir / "index.html").read_text()
-    assert "Task: binary" in page and 'href="binary/fold2/02_train_fold.html"' in page
+    assert "Details: binary" in page and 'href="binary/fold2/02_train_fold.html"' in page
     assert "gradcam broken on purpose" not in page
     rendered = nbformat.read(run_dir / "binary" / "fold2" / "02_train_fold.ipynb", as_version=4)
     assert any("injected-parameters" in c.metadata.get("tags", []) for c in rendered.cells)
@@ -198,7 +198,7 @@ def test_adding_the_other_task_reuses_the_run_and_summarises_both(work, complete
     summary = json.loads((run_dir / "multiclass" / "summary.json").read_text())
     assert summary["classes"] == ["normal", "viral_pneumonia", "covid19"]
     page = (run_dir / "index.html").read_text()
-    assert "Task: binary" in page and "Task: multiclass" in page
+    assert "Details: binary" in page and "Details: multiclass" in page
     assert (run_dir / "multiclass" / "04_gradcam_gallery.html").is_file()
 
 
@@ -209,7 +209,7 @@ def test_summary_notebook_runs_under_nbval_on_the_run(work, completed, tmp_path)
     index = work["run_dir"] / "index.html"
     before = index.stat().st_mtime_ns
     run_notebook_under_nbval(ROOT / "notebooks" / "05_summary.ipynb", tmp_path, {"run_dir": str(work["run_dir"])})
-    assert index.stat().st_mtime_ns > before and "Task: binary" in index.read_text()
+    assert index.stat().st_mtime_ns > before and "Details: binary" in index.read_text()
 
 
 @pytest.mark.parametrize("notebook, extra", [

@@ -434,7 +434,7 @@ def test_cli_job_index_runs_exactly_one_job_and_checks_inputs(cli_env, capsys, m
     assert {v["status"] for k, v in data["jobs"].items() if k != "splits:binary"} == {"pending"}
     assert data["data_fingerprint"]["splits"]["binary"] and data["git"] is not None
     assert data["versions"]["torch"] and data["seeds"]["split"] == 0 and data["params"]["split"]["n_folds"] == 3
-    assert sorted(p.name for p in run_dir.iterdir()) == ["binary", "logs", "run.json"]
+    assert sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(".")) == ["binary", "logs", "run.json"]
 
 
 def test_cli_refuses_to_resume_with_other_params_unless_forced(cli_env, capsys, monkeypatch):
