@@ -29,6 +29,9 @@ class DataConfig:
     near_duplicate_threshold: float = 0.996  # fingerprint similarity (cxrlib.data.phash) at or above = one group;
     # tuned with bench/dedup_recall.py on the dev data (edited copies vs distinct patients)
     workers: int = 2  # processes used to scan/decode images
+    # Shortcut mitigations (cxrlib.data.images.preprocess), applied wherever images are loaded for a model:
+    crop_border: float = 0.0  # fraction cut from each side before the square resize's centre is used (0: none)
+    equalize: bool = False  # contrast-limited histogram equalisation of each 8-bit image (numpy)
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ class TrainConfig:
     batch_size: int = 8
     epochs: int = 50
     patience: int = 5  # early stopping on validation loss; the best weights are restored
-    sampler: Literal["weighted", "none"] = "weighted"
+    sampler: Literal["weighted", "source_balanced", "none"] = "weighted"  # source_balanced: 1/count(class, source)
     feature_cache: bool = True  # frozen backbone: compute features once, train the head on them
     # auto: channels_last on CUDA, and on CPU from 96 px crops (faster there; slower on tiny crops)
     memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
@@ -97,6 +100,17 @@ class CamConfig:
     batch_size: int = 8
 
 
+@dataclass(frozen=True)
+class ControlsConfig:
+    """Shortcut controls (cxrlib.controls): the study's network retrained on masked images / to predict the source."""
+
+    enabled: bool = True
+    folds: list[int] = field(default_factory=lambda: [0])  # rounds to run each control on (a subset: CPU time)
+    epochs: Optional[int] = None  # None: train.epochs
+    border: float = 0.12  # the outer band, as a fraction of the network's input crop per side
+    fill: Literal["mean", "zero"] = "mean"  # constant put in the removed region: training images' mean, or 0
+
+
 def _default_tasks() -> dict[str, dict[str, list[str]]]:
     return {
         "multiclass": {"normal": ["normal"], "viral_pneumonia": ["viral_pneumonia"], "covid19": ["covid19"]},
@@ -115,6 +129,7 @@ class StudyConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     cam: CamConfig = field(default_factory=CamConfig)
+    controls: ControlsConfig = field(default_factory=ControlsConfig)
 
     def task_classes(self, task: str) -> list[str]:
         """Ordered class names of ``task``."""
@@ -281,4 +296,10 @@ def _check_values(cfg: StudyConfig, where: str) -> None:
     need(e.bootstrap >= 0, "evaluate.bootstrap", "must be >= 0")
     need(0 < e.ci_level < 1, "evaluate.ci_level", "must be in (0, 1)")
     need(0 < c.border < 0.5, "cam.border", "must be in (0, 0.5)")
+    need(0 <= d.crop_border < 0.5, "data.crop_border", f"must be in [0, 0.5), got {d.crop_border}")
+    k = cfg.controls
+    need(bool(k.folds) and all(0 <= f < s.n_folds for f in k.folds) and len(set(k.folds)) == len(k.folds),
+         "controls.folds", f"must list distinct folds in 0..{s.n_folds - 1}, got {k.folds}")
+    need(k.epochs is None or k.epochs >= 1, "controls.epochs", "must be >= 1 or null")
+    need(0 < k.border < 0.5, "controls.border", f"must be in (0, 0.5), got {k.border}")
     need(c.n_examples >= 1 and c.road_samples >= 0 and c.batch_size >= 1, "cam", "counts must be positive")

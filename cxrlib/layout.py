@@ -5,7 +5,10 @@
     results/<run>/                      run.json, index.html, logs/, exploration/, 01_…, 05_… notebooks
       <task>/                           splits.csv, quality.csv, summary.json, cam_stats.csv, cam_road.csv,
                                         figures/,
-                                        03_evaluate / 04_gradcam_gallery notebooks, external/, controls/
+                                        03_evaluate / 04_gradcam_gallery / 06_shortcut_controls notebooks,
+                                        external/
+        controls/                       controls.json; <control>/fold<k>/ (as a fold: model.pt, predictions.csv, …),
+                                        <control>/external_predictions.csv
         export/                         ensemble.pt|.onnx, model_card.json (python -m cxrlib export)
         predict/                        predictions.csv, cam_*.png (python -m cxrlib predict, default --out)
         fold<k>/                        model.pt, history.csv, predictions.csv, train.json, metrics.json,
@@ -26,6 +29,7 @@ NB_TRAIN = "02_train_fold.ipynb"
 NB_EVALUATE = "03_evaluate.ipynb"
 NB_GRADCAM = "04_gradcam_gallery.ipynb"
 NB_SUMMARY = "05_summary.ipynb"
+NB_CONTROLS = "06_shortcut_controls.ipynb"
 NB_COMPARE = "07_compare.ipynb"
 
 _FOLD = re.compile(r"^fold(\d+)$")
@@ -155,6 +159,18 @@ class TaskLayout:
     @property
     def controls(self) -> Path:
         return self.controls_dir / "controls.json"
+
+    @property
+    def controls_notebook(self) -> Path:
+        return self.dir / NB_CONTROLS
+
+    def control_fold(self, control: str, k: int) -> FoldLayout:
+        """One shortcut control's round ``k``: the same files as a study fold, under ``controls/<control>/``."""
+        return FoldLayout(self.controls_dir / control / fold_name(k), int(k))
+
+    def control_external_predictions(self, control: str) -> Path:
+        """The control models' predictions on the external data (``controls/<control>/external_predictions.csv``)."""
+        return self.controls_dir / control / "external_predictions.csv"
 
     @property
     def export_dir(self) -> Path:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..data.images import decode_gray, load_images
+from ..data.images import decode_gray, image_options, load_images
 from ..data.splits import read_splits
 from ..errors import ArtifactError, ConfigError
 from ..evaluate.artifacts import read_predictions
@@ -165,10 +165,12 @@ def build_examples(
                   else select_random(preds, n_examples, seed + k)).assign(fold=k)
         if chosen.empty:
             continue
-        images = load_images(list(chosen["path"]), list(chosen["sha256"]), int(meta["resize"]), cache_dir)
+        images = load_images(list(chosen["path"]), list(chosen["sha256"]), int(meta["resize"]), cache_dir,
+                             **image_options(meta.get("params", {}).get("data", {})))
         x = eval_batch(images, int(meta["image_size"]))
         chosen["mask_path"] = chosen["path"].map(mask_of).fillna("")
         chosen["resize"], chosen["image_size"] = int(meta["resize"]), int(meta["image_size"])
+        chosen["crop_border"] = image_options(meta.get("params", {}).get("data", {}))["crop_border"]
         frames.append(chosen)
         inputs.append(x)
         grays.append(denormalise_gray(x))
@@ -184,7 +186,7 @@ def build_examples(
 def _mask(row) -> np.ndarray | None:
     if not row.mask_path:
         return None
-    return mask_in_input_frame(decode_gray(row.mask_path), row.resize, row.image_size)
+    return mask_in_input_frame(decode_gray(row.mask_path), row.resize, row.image_size, row.crop_border)
 
 
 def featured_indices(ex: ExampleSet) -> list[int]:

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.images import resize_square
+from ..data.images import crop_centre, resize_square
 from ..transforms import eval_crop
 from .road import ROAD_PERCENTILES, road_scores  # noqa: F401 (road_scores is imported from here too)
 
@@ -49,12 +49,19 @@ def border_area(height: int, width: int, border: float = 0.12) -> float:
     return float(border_band(height, width, border).mean())
 
 
-def mask_in_input_frame(mask_gray: np.ndarray, resize: int, image_size: int) -> np.ndarray:
+def mask_in_cached_frame(mask_gray: np.ndarray, resize: int, crop_border: float = 0.0) -> np.ndarray:
+    """A lung mask (uint8, any size) as uint8 (resize, resize) aligned to the cached, preprocessed images: square
+    resize, then the same ``data.crop_border`` centre crop (equalisation does not move pixels)."""
+    return crop_centre(resize_square(np.asarray(mask_gray, dtype=np.uint8), resize), crop_border)
+
+
+def mask_in_input_frame(mask_gray: np.ndarray, resize: int, image_size: int, crop_border: float = 0.0) -> np.ndarray:
     """A lung mask (uint8, any size) as bool (image_size, image_size) in the frame the model sees.
 
-    The same steps as the images: square resize to ``resize``, then the evaluation centre crop.
+    The same steps as the images: square resize to ``resize``, the ``data.crop_border`` crop, then the evaluation
+    centre crop.
     """
-    small = resize_square(np.asarray(mask_gray, dtype=np.uint8), resize)
+    small = mask_in_cached_frame(mask_gray, resize, crop_border)
     return eval_crop(small[None], image_size)[0, 0].numpy() > 127
 
 

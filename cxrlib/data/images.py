@@ -9,7 +9,7 @@ import hashlib
 import os
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -83,12 +83,62 @@ def resize_square(gray: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(gray).resize((size, size), Image.BILINEAR), dtype=np.uint8)
 
 
-class ImageCache:
-    """Decoded, resized images on disk: ``<cache_dir>/<size>/<sha[:2]>/<sha>.npy``."""
+def crop_centre(gray: np.ndarray, fraction: float) -> np.ndarray:
+    """Cut ``fraction`` of the height/width from each side of a 2-D uint8 image and resize back to its shape."""
+    if not fraction:
+        return gray
+    h, w = gray.shape
+    dy, dx = round(fraction * h), round(fraction * w)
+    inner = np.ascontiguousarray(gray[dy:h - dy, dx:w - dx])
+    return np.asarray(Image.fromarray(inner).resize((w, h), Image.BILINEAR), dtype=np.uint8)
 
-    def __init__(self, cache_dir: str | os.PathLike, size: int):
-        self.root = Path(cache_dir).expanduser() / str(size)
+
+def equalize(gray: np.ndarray, clip: float = 3.0) -> np.ndarray:
+    """Contrast-limited histogram equalisation of a 2-D uint8 image (global; CLAHE without the tiles).
+
+    Histogram bins above ``clip`` x the mean bin count are cut and the excess spread over all bins, so flat
+    regions are not blown up into noise; the clipped cumulative histogram maps grey levels to 0..255.
+    """
+    hist = np.bincount(gray.ravel(), minlength=256).astype(np.float64)
+    limit = clip * hist.sum() / 256
+    excess = np.clip(hist - limit, 0, None).sum()
+    hist = np.minimum(hist, limit) + excess / 256
+    cdf = np.cumsum(hist)
+    lut = np.round(255 * (cdf - cdf[0]) / max(cdf[-1] - cdf[0], 1e-9))
+    return lut.astype(np.uint8)[gray]
+
+
+def preprocess(gray: np.ndarray, crop_border: float = 0.0, equalized: bool = False) -> np.ndarray:
+    """The study's mitigations on a cached image, in this order: centre crop (``data.crop_border``), then
+    equalisation (``data.equalize``). Identity with the defaults."""
+    out = crop_centre(gray, crop_border)
+    return equalize(out) if equalized else out
+
+
+def image_options(data: Any) -> dict[str, Any]:
+    """``{"crop_border", "equalize"}`` of a DataConfig or of a checkpoint's ``meta["params"]["data"]`` (older
+    checkpoints lack them: the defaults, i.e. no preprocessing)."""
+    get = data.get if isinstance(data, dict) else (lambda key, default: getattr(data, key, default))
+    return {"crop_border": float(get("crop_border", 0.0) or 0.0), "equalize": bool(get("equalize", False))}
+
+
+def cache_variant(crop_border: float = 0.0, equalize: bool = False) -> str:
+    """The cache folder suffix of preprocessed images: ``""`` for plain ones, so the variants never collide."""
+    return (f"-crop{crop_border:g}" if crop_border else "") + ("-eq" if equalize else "")
+
+
+class ImageCache:
+    """Decoded, resized images on disk: ``<cache_dir>/<size><variant>/<sha[:2]>/<sha>.npy``.
+
+    ``variant`` (:func:`cache_variant`) names preprocessed copies (``128-crop0.1-eq``); they are made from the
+    plain cached image on a miss.
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike, size: int, crop_border: float = 0.0, equalize: bool = False):
+        self.root = Path(cache_dir).expanduser() / f"{size}{cache_variant(crop_border, equalize)}"
         self.size = size
+        self.options = (crop_border, equalize)
+        self.plain = ImageCache(cache_dir, size) if any(self.options) else None
 
     def path_for(self, sha256: str) -> Path:
         return self.root / sha256[:2] / f"{sha256}.npy"
@@ -114,6 +164,12 @@ class ImageCache:
             except (OSError, ValueError):
                 pass  # a damaged cache entry is rebuilt below
             target.unlink(missing_ok=True)
+        if self.plain is not None:
+            made = preprocess(self.plain.get(sha256, path), *self.options)
+            with io.atomic_path(target) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, made)
+            return made
         actual = file_sha256(path)  # never file another image's pixels under this hash
         if actual != sha256:
             raise DataError(f"{path}: content changed since it was scanned (sha256 {actual[:12]}…, expected "
@@ -127,11 +183,16 @@ def load_images(
     size: int,
     cache_dir: str | os.PathLike,
     progress: bool = False,
+    crop_border: float = 0.0,
+    equalize: bool = False,
 ) -> np.ndarray:
-    """Stack the cached size x size uint8 images for ``paths`` (decoding misses) into (N, size, size)."""
+    """Stack the cached size x size uint8 images for ``paths`` (decoding misses) into (N, size, size).
+
+    ``crop_border`` / ``equalize``: the study's mitigations (:func:`preprocess`; pass ``**image_options(...)``
+    of the run's data config or of a checkpoint's params), cached under their own variant folder."""
     if len(paths) != len(sha256):
         raise ValueError("paths and sha256 must be row-aligned")
-    cache = ImageCache(cache_dir, size)
+    cache = ImageCache(cache_dir, size, crop_border, equalize)
     out = np.empty((len(paths), size, size), dtype=np.uint8)
     items = zip(paths, sha256)
     if progress:

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from .. import io
-from ..data.images import load_images
+from ..data.images import image_options, load_images
 from ..data.phash import near_duplicate_pairs
 from ..data.scan import scan_table
 from ..data.sources import discover
@@ -152,9 +152,13 @@ def _fold_models(run_dir, task, n_folds) -> list[Path]:
 
 
 def predict_external(
-    frame: pd.DataFrame, model_paths: list[Path], classes: list[str], cfg, device, progress: bool = False
+    frame: pd.DataFrame, model_paths: list[Path], classes: list[str], cfg, device, progress: bool = False,
+    transform: Callable[[np.ndarray, pd.DataFrame], np.ndarray] | None = None,
 ) -> pd.DataFrame:
-    """Predictions of each fold model (``fold<k>_prob_<class>``) and of the ensemble (``prob_<class>``)."""
+    """Predictions of each fold model (``fold<k>_prob_<class>``) and of the ensemble (``prob_<class>``).
+
+    Images are preprocessed as the model's training data (its checkpoint's ``data`` params); ``transform(images,
+    rows)`` then changes each chunk (the shortcut controls mask them)."""
     out = pd.DataFrame({"path": frame["path"].astype(str).to_numpy(), "true": frame["target"].astype(str).to_numpy(),
                         **{c: frame[c].astype(str).to_numpy() for c in ID_COLUMNS[2:] if c in frame.columns}})
     per_model = []
@@ -166,7 +170,10 @@ def predict_external(
         for start in range(0, len(out), CHUNK):
             rows = out.iloc[start:start + CHUNK]
             images = load_images(rows["path"].tolist(), rows["sha256"].tolist(), size=int(meta["resize"]),
-                                 cache_dir=cfg.data.cache_dir, progress=progress)
+                                 cache_dir=cfg.data.cache_dir, progress=progress,
+                                 **image_options(meta.get("params", {}).get("data", {})))
+            if transform is not None:
+                images = transform(images, frame.iloc[start:start + CHUNK])
             probs.append(predict_probs(model, images, int(meta["image_size"]), cfg.train.batch_size, device,
                                        bool(meta.get("tta_flip", False))))
         del model
@@ -221,6 +228,28 @@ def _broad(predictions: pd.DataFrame, classes: list[str], ev, n_models: int, neg
             **_analysis(predictions, classes, ev, n_models)}
 
 
+def evaluable_external(run_dir: str | os.PathLike, task: str, cfg, root: str | os.PathLike, progress: bool = False
+                       ) -> tuple[pd.DataFrame, dict, list[dict], list[dict]]:
+    """The external images of ``task`` that overlap nothing in the run's splits, with their bootstrap ``group``:
+    (frame, counts, failed sources, warnings). DataError when nothing is left."""
+    training = training_images(run_dir, task)
+    frame, counts = external_images(root, cfg, task, progress)
+    failed, warnings = counts.pop("failed"), counts.pop("warnings")
+    overlap = overlap_with_training(frame, training, cfg.data.near_duplicate_threshold)
+    narrow = (frame["analysis"] == "narrow").to_numpy()
+    counts["excluded_in_training"] = int(((overlap == "identical") & narrow).sum())
+    counts["excluded_near_duplicate"] = int(((overlap == "near_duplicate") & narrow).sum())
+    counts["excluded_same_patient"] = int(((overlap == "same_patient") & narrow).sum())
+    frame = frame[overlap == ""].reset_index(drop=True)
+    frame["group"] = assign_groups(frame, cfg.data.near_duplicate_threshold).to_numpy() if len(frame) else []
+    counts["evaluated"] = int((frame["analysis"] == "narrow").sum())
+    if counts["evaluated"] == 0:
+        raise DataError(f"{root}: all {int((overlap[narrow] != '').sum())} task images are also in the training "
+                        f"data (identical, near-duplicate or same patient; {RunLayout(run_dir).task(task).splits}); "
+                        "nothing left to validate on")
+    return frame, counts, failed, warnings
+
+
 def external_validate(
     run_dir: str | os.PathLike, task: str, cfg, root: str | os.PathLike | None = None,
     device: str | None = None, progress: bool = False,
@@ -241,21 +270,7 @@ def external_validate(
         raise DataError("evaluate.external is not set: give a data root for external validation")
     classes = cfg.task_classes(task)
     model_paths = _fold_models(run_dir, task, cfg.split.n_folds)
-    training = training_images(run_dir, task)
-    frame, counts = external_images(root, cfg, task, progress)
-    failed, warnings = counts.pop("failed"), counts.pop("warnings")
-    overlap = overlap_with_training(frame, training, cfg.data.near_duplicate_threshold)
-    narrow = (frame["analysis"] == "narrow").to_numpy()
-    counts["excluded_in_training"] = int(((overlap == "identical") & narrow).sum())
-    counts["excluded_near_duplicate"] = int(((overlap == "near_duplicate") & narrow).sum())
-    counts["excluded_same_patient"] = int(((overlap == "same_patient") & narrow).sum())
-    frame = frame[overlap == ""].reset_index(drop=True)
-    frame["group"] = assign_groups(frame, cfg.data.near_duplicate_threshold).to_numpy() if len(frame) else []
-    counts["evaluated"] = int((frame["analysis"] == "narrow").sum())
-    if counts["evaluated"] == 0:
-        raise DataError(f"{root}: all {int((overlap[narrow] != '').sum())} task images are also in the training "
-                        f"data (identical, near-duplicate or same patient; {RunLayout(run_dir).task(task).splits}); "
-                        "nothing left to validate on")
+    frame, counts, failed, warnings = evaluable_external(run_dir, task, cfg, root, progress)
     device = resolve_device(device or cfg.train.device)
     predictions = predict_external(frame, model_paths, classes, cfg, device, progress)
     out = RunLayout(run_dir).task(task)

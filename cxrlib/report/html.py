@@ -125,6 +125,16 @@ def _shortcuts_html(root: Path, task: str) -> str:
     return _table(table) + f'<ul class="note">{legend}</ul>'
 
 
+def _controls_html(root: Path, task: str) -> str:
+    from ..controls.report import control_sentences, controls_table, read_controls
+
+    report = read_controls(root, task)
+    if report is None:
+        return '<p class="note">no shortcut controls (controls.enabled is off, or the stage did not run)</p>'
+    sentences = "".join(f"<li>{html.escape(s)}</li>" for s in control_sentences(report).values())
+    return _table(controls_table(report)) + f'<ul class="note">{sentences}</ul>'
+
+
 def render_index(run_dir: str | os.PathLike, exclude: Sequence[str] = ()) -> str:
     """The summary page of the run as one HTML document (links and images relative to the run folder)."""
     root = Path(run_dir)
@@ -146,6 +156,8 @@ def render_index(run_dir: str | os.PathLike, exclude: Sequence[str] = ()) -> str
         parts.append(_figures_html(key, f"{task}: "))
     parts.append("<h2>Shortcut checks (Grad-CAM)</h2>")
     parts.extend(_section(task, lambda task=task: _shortcuts_html(root, task)) for task in tasks)
+    parts.append("<h2>Shortcut controls (retrained on masked images, source probe)</h2>")
+    parts.extend(_section(task, lambda task=task: _controls_html(root, task)) for task in tasks)
     parts.append(_section("Source audit: images per class and source", lambda: _table(t.source_audit(root)), 2))
     for task in tasks:
         summary = summaries[task]

@@ -13,7 +13,7 @@ import pandas as pd
 from .. import io
 from ..errors import ArtifactError
 from ..evaluate.summary import read_summary  # noqa: F401  (re-exported for notebook 05)
-from ..layout import RunLayout
+from ..layout import NB_CONTROLS, RunLayout
 
 #: Figures shown first on the page when present (others follow in name order).
 KEY_FIGURES = ("confusion", "roc", "reliability", "loss", "correct", "layers", "samples", "sizes")
@@ -171,7 +171,7 @@ def notebooks(run_dir: str | os.PathLike) -> list[tuple[str, str]]:
     """(label, path) of every rendered notebook of the run, HTML export preferred, failed attempts included."""
     root = Path(run_dir)
     out = []
-    for nb in sorted(root.rglob("0[1-57]_*.ipynb")):
+    for nb in sorted([*root.rglob("0[1-57]_*.ipynb"), *root.rglob(f"{Path(NB_CONTROLS).stem}*.ipynb")]):
         if nb.name.startswith("."):
             continue
         rel = nb.relative_to(root)

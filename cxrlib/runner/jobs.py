@@ -1,7 +1,7 @@
 """The study's job table: a deterministic, stage-ordered list of jobs with their outputs and dependencies.
 
 Stages keep SLURM array ranges contiguous: 0 prepare (exploration, splits), 1 train folds,
-2 evaluate + Grad-CAM, 3 summary. A job is complete when all its ``outputs`` exist.
+2 evaluate + Grad-CAM, 3 shortcut controls (``controls.enabled``), 4 summary. A job is complete when all its ``outputs`` exist.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from typing import Any, Callable, Sequence, Union
 
 from ..config import StudyConfig
 from ..errors import ConfigError
-from ..layout import NB_EVALUATE, NB_EXPLORE, NB_GRADCAM, NB_SUMMARY, NB_TRAIN, RunLayout, fold_name
+from ..layout import NB_CONTROLS, NB_EVALUATE, NB_EXPLORE, NB_GRADCAM, NB_SUMMARY, NB_TRAIN, RunLayout, fold_name
 
 #: A python step: a callable or a "module:function" reference, called as ``step(job, ctx)``.
 Step = Union[str, Callable[..., Any]]
 
-STAGES = ("prepare", "train", "evaluate", "summary")
+STAGES = ("prepare", "train", "evaluate", "controls", "summary")
 
 SPLITS_STEP = "cxrlib.runner.steps:make_splits"
 FOLD_METRICS_STEP = "cxrlib.runner.steps:write_fold_metrics"
@@ -121,9 +121,21 @@ def build_jobs(spec: RunSpec) -> list[Job]:
             outputs=_posix(t.cam_stats, t.cam_road, t.gradcam_notebook), stamp_outputs=_posix(t.cam_stats),
         ))
     finals = ("explore",) + tuple(f"{kind}:{task}" for task in spec.tasks for kind in ("evaluate", "gradcam"))
+    if spec.cfg.controls.enabled:
+        for task in spec.tasks:
+            t = rel.task(task)
+            # the control models train on the same rounds (controls.folds) and compare with those study folds
+            jobs.append(Job(
+                id=f"controls:{task}", kind="controls", stage=STAGES.index("controls"), task=task,
+                depends=(f"splits:{task}",) + tuple(train_job_id(task, k) for k in spec.cfg.controls.folds),
+                notebook=NB_CONTROLS, rendered=t.controls_notebook.as_posix(),
+                parameters={"run_dir": run_dir, "task": task, **common},
+                outputs=_posix(t.controls, t.controls_notebook), stamp_outputs=_posix(t.controls),
+            ))
+        finals += tuple(f"controls:{task}" for task in spec.tasks)
     summary_nb = rel.summary_notebook.as_posix()
     jobs.append(Job(
-        id="summary", kind="summary", stage=3, depends=finals, after_failures=True, notebook=NB_SUMMARY,
+        id="summary", kind="summary", stage=STAGES.index("summary"), depends=finals, after_failures=True, notebook=NB_SUMMARY,
         rendered=summary_nb, parameters={"run_dir": run_dir},  # the notebook writes index.html
         outputs=_posix(rel.summary_notebook, rel.index_html), stamp_outputs=_posix(rel.index_html),
     ))

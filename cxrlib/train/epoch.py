@@ -44,6 +44,7 @@ class EpochRunner:
         self.echo = echo
         self.train_images, self.train_targets = data.part("train")
         self.val_images, self.val_targets = data.part("val")
+        self.train_sources = data.sources[data.split == "train"]
         self.source_size = self.train_images.shape[-1]
         self.augment = Augment.from_config(t)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.scaled)
@@ -97,7 +98,7 @@ class EpochRunner:
     def train_epoch(self, net: nn.Module, opt, epoch: int) -> tuple[float, float, int]:
         """Returns (loss sum, correct, images) over this rank's batches."""
         t, d = self.t, self.d
-        order = epoch_indices(self.train_targets, t.seed, epoch, t.sampler, d.rank, d.world)
+        order = epoch_indices(self.train_targets, t.seed, epoch, t.sampler, d.rank, d.world, self.train_sources)
         batches = split_batches(order, t.batch_size)
         loss_sum, correct, seen = 0.0, 0, 0
         if self.cache is not None:

@@ -56,8 +56,12 @@ def live_jupyter() -> bool:
 
 
 def train_fold(cfg: StudyConfig, run_dir: str | os.PathLike, task: str, fold: int, force: bool = False,
-               progress: Optional[bool] = None, callback: Optional[Callable[[dict], None]] = None) -> FoldResult:
+               progress: Optional[bool] = None, callback: Optional[Callable[[dict], None]] = None,
+               data: Optional[Callable[[], FoldData]] = None, layout: Optional[FoldLayout] = None) -> FoldResult:
     """Train round ``fold`` of ``task``; skips a finished fold (train.json present) unless ``force``.
+
+    ``data``/``layout``: the shortcut controls train the same way on other images (a function returning the
+    round's FoldData, called only when training is needed) into other folders (default: the study's round).
 
     ``progress``: a tqdm bar (None: only in live Jupyter); one log line per epoch is always printed.
     """
@@ -70,15 +74,16 @@ def train_fold(cfg: StudyConfig, run_dir: str | os.PathLike, task: str, fold: in
     if own_group:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
-        return _train_fold(cfg, run_dir, task, fold, force, progress, callback, d, device, deterministic)
+        return _train_fold(cfg, run_dir, task, fold, force, progress, callback, d, device, deterministic,
+                           data, layout)
     finally:
         if own_group:
             dist.destroy_process_group()
 
 
 def _train_fold(cfg, run_dir, task, fold, force, progress, callback, d: Dist, device,
-                deterministic: dict) -> FoldResult:
-    layout = RunLayout(run_dir).fold(task, fold)
+                deterministic: dict, load_data=None, layout: Optional[FoldLayout] = None) -> FoldResult:
+    layout = layout or RunLayout(run_dir).fold(task, fold)
     out, done = layout.dir, layout.train_info
     echo = functools.partial(print, flush=True) if d.is_main else (lambda msg: None)
     if done.exists() and not force:
@@ -90,7 +95,7 @@ def _train_fold(cfg, run_dir, task, fold, force, progress, callback, d: Dist, de
             path.unlink(missing_ok=True)
     d.barrier()
     t0 = time.perf_counter()
-    data = load_fold_data(cfg, run_dir, task, fold)
+    data = load_data() if load_data is not None else load_fold_data(cfg, run_dir, task, fold)
     load_s = time.perf_counter() - t0
     n = {role: int((data.split == role).sum()) for role in ("train", "val", "test")}
     echo(f"{task} fold {fold}: {n['train']} train / {n['val']} val / {n['test']} test images, "

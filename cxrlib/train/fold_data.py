@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import StudyConfig
-from ..data.images import load_images
+from ..data.images import image_options, load_images
 from ..data.splits import read_splits, split_of
 from ..errors import CxrError
 from ..layout import RunLayout
@@ -23,6 +23,11 @@ class FoldData:
     targets: np.ndarray
     split: np.ndarray
     classes: list[str]
+
+    @property
+    def sources(self) -> np.ndarray:
+        """The source of every image (for ``train.sampler: source_balanced``)."""
+        return self.frame["source"].astype(str).to_numpy()
 
     def part(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         mask = self.split == name
@@ -49,6 +54,6 @@ def load_fold_data(cfg: StudyConfig, run_dir: str | os.PathLike, task: str, fold
     if missing:
         raise CxrError(f"{path}: round {fold} trains on no images of class(es) {[classes[i] for i in missing]}")
     images = load_images(frame["path"].tolist(), frame["sha256"].tolist(), size=cfg.data.resize,
-                         cache_dir=cfg.data.cache_dir)
+                         cache_dir=cfg.data.cache_dir, **image_options(cfg.data))
     return FoldData(frame, images, targets, split, classes)
 

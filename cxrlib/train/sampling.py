@@ -8,19 +8,31 @@ import torch
 from ..transforms import Augment
 from .seeding import generator
 
+def sampling_weights(targets: np.ndarray, sampler: str, sources: np.ndarray | None = None) -> np.ndarray:
+    """Each image's draw weight: 1/count(class) (``weighted``) or 1/count(class, source) (``source_balanced``:
+    every (class, source) cell equally likely, so no source dominates a class)."""
+    if sampler == "source_balanced":
+        if sources is None:
+            raise ValueError("train.sampler source_balanced needs the images' sources")
+        keys = [f"{t}\x00{s}" for t, s in zip(np.asarray(targets).tolist(), np.asarray(sources).tolist())]
+        _, cell = np.unique(keys, return_inverse=True)
+        return 1.0 / np.bincount(cell)[cell]
+    return 1.0 / np.bincount(targets)[targets]
+
+
 def epoch_indices(targets: np.ndarray, seed: int, epoch: int, sampler: str = "weighted",
-                  rank: int = 0, world: int = 1) -> torch.Tensor:
+                  rank: int = 0, world: int = 1, sources: np.ndarray | None = None) -> torch.Tensor:
     """Training order of one epoch; this rank's slice of it.
 
     ``weighted``: len(targets) draws with replacement, each class equally likely (weights 1/class count);
+    ``source_balanced``: the same with weights 1/count(class, source) (``sources`` given, one per target);
     ``none``: a permutation. Every rank draws the same order (shared seed) and takes every world-th index,
     after wrapping the order to a multiple of ``world`` so ranks run the same number of steps.
     """
     n = len(targets)
     g = generator(seed, "sampler", epoch)
-    if sampler == "weighted":
-        counts = np.bincount(targets)
-        weights = torch.as_tensor(1.0 / counts[targets], dtype=torch.float64)
+    if sampler in ("weighted", "source_balanced"):
+        weights = torch.as_tensor(sampling_weights(targets, sampler, sources), dtype=torch.float64)
         order = torch.multinomial(weights, n, replacement=True, generator=g)
     else:
         order = torch.randperm(n, generator=g)

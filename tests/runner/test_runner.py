@@ -94,7 +94,8 @@ def test_job_table_is_deterministic_and_stage_ordered(tmp_path):
     assert [j.id for j in jobs] == [j.id for j in build_jobs(spec(tmp_path))]
     assert [j.id for j in jobs][:3] == ["explore", "splits:multiclass", "splits:binary"]
     assert [j.stage for j in jobs] == sorted(j.stage for j in jobs)
-    assert stage_ranges(jobs) == [("prepare", 0, 2), ("train", 3, 8), ("evaluate", 9, 12), ("summary", 13, 13)]
+    assert stage_ranges(jobs) == [("prepare", 0, 2), ("train", 3, 8), ("evaluate", 9, 12), ("controls", 13, 14),
+                                  ("summary", 15, 15)]
     train = {j.id: j for j in jobs}["train:binary/fold2"]
     assert train.depends == ("splits:binary",) and train.parameters["fold"] == 2
     assert "binary/fold2/train.json" in train.outputs and train.rendered == "binary/fold2/02_train_fold.ipynb"
@@ -102,11 +103,33 @@ def test_job_table_is_deterministic_and_stage_ordered(tmp_path):
     assert ev.depends == tuple(f"train:multiclass/fold{k}" for k in range(3))
     summary = jobs[-1]
     assert summary.after_failures and set(summary.depends) == {"explore", "evaluate:multiclass", "gradcam:multiclass",
-                                                     "evaluate:binary", "gradcam:binary"}
+                                                     "evaluate:binary", "gradcam:binary", "controls:multiclass",
+                                                     "controls:binary"}
     explore = jobs[0].parameters
     # notebooks get what a reader sets; everything derived comes from the params (data.root via overrides)
     assert set(explore) == {"run_dir", "task", "params_file", "overrides"}
-    assert set(jobs[-2].parameters) == {"run_dir", "task", "fold", "params_file", "overrides"}
+    assert set(jobs[-4].parameters) == {"run_dir", "task", "fold", "params_file", "overrides"}
+
+
+def test_controls_stage_follows_its_training_rounds_and_is_skipped_when_complete_or_off(tmp_path):
+    s = spec(tmp_path)
+    s = RunSpec(cfg=load_config(None, ["split.n_folds=3", "controls.folds=[0, 2]"]), run_dir=s.run_dir,
+                params_file=None, overrides=(), tasks=s.tasks)
+    jobs = {j.id: j for j in build_jobs(s)}
+    ctl = jobs["controls:binary"]
+    assert ctl.stage == 3 and ctl.notebook == "06_shortcut_controls.ipynb"
+    assert ctl.depends == ("splits:binary", "train:binary/fold0", "train:binary/fold2")
+    assert ctl.outputs == ("binary/controls/controls.json", "binary/06_shortcut_controls.ipynb")
+    # the runner treats it like any job: run once, then up to date; a missing output makes it run again
+    ctx = ctx_for(tmp_path)
+    job = Job(id=ctl.id, kind=ctl.kind, stage=ctl.stage, outputs=ctl.outputs, steps=(write_outputs,))
+    assert run([job], ctx).outcomes[job.id].status == DONE
+    assert run([job], ctx).outcomes[job.id].status == UPTODATE
+    (ctx.run_dir / ctl.outputs[1]).unlink()
+    assert run([job], ctx).outcomes[job.id].status == DONE
+    off = RunSpec(cfg=load_config(None, ["split.n_folds=3", "controls.enabled=false"]), run_dir=s.run_dir,
+                  params_file=None, overrides=(), tasks=s.tasks)
+    assert not [j for j in build_jobs(off) if j.kind == "controls"]
 
 
 def test_job_table_rejects_unknown_task_and_bad_order(tmp_path):

@@ -19,14 +19,18 @@ CLASSES = ("normal", "viral_pneumonia", "covid19")
 
 
 def make_run(root: Path, per_class: int = 8, size: int = 40, n_folds: int = 5, task: str = "multiclass",
-             seed: int = 0) -> Path:
-    """Write per_class images per class and ``<root>/run/<task>/splits.csv``; returns the run dir."""
+             seed: int = 0, paint=None, source=None) -> Path:
+    """Write per_class images per class and ``<root>/run/<task>/splits.csv``; returns the run dir.
+
+    ``paint(rng, size, class_index, i)``: the image (default ``images.band``); ``source(class_index, i)``: its
+    source name (default ``synth``)."""
     rng = np.random.default_rng(seed)
     rows = []
     for ci, cls in enumerate(CLASSES):
         for i in range(per_class):
-            path = images.write(root / "img" / f"{cls}_{i}.png", images.band(rng, size, ci))
-            rows.append({"path": str(path), "label": cls, "source": "synth", "patient_id": f"{cls}{i}",
+            pixels = images.band(rng, size, ci) if paint is None else paint(rng, size, ci, i)
+            path = images.write(root / "img" / f"{cls}_{i}.png", pixels)
+            rows.append({"path": str(path), "label": cls, "source": "synth" if source is None else source(ci, i), "patient_id": f"{cls}{i}",
                          "group": f"{cls}{i}", "fold": i % n_folds, "target": cls,
                          "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "phash": "0" * HEX_LEN,
                          "width": size, "height": size, "mask_path": ""})
