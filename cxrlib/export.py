@@ -134,6 +134,9 @@ def model_card(run_dir: str | os.PathLike, task: str, ens: FoldEnsemble, fmt: st
             "channels": "grayscale replicated to RGB (inside the model)",
             "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
             "test_time_flip": ens.tta_flip,
+            "before_the_model": {**ens.image_options, "note": "apply to the resized image before the model (as "
+                                 "cxrlib.data.images.preprocess): crop_border cuts that fraction from each side "
+                                 "and resizes back; equalize is the study's contrast-limited equalisation"},
         },
         "training_data": training_data(read_splits(splits_path)),
         **results(read_summary(run_dir, task)),

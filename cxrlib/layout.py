@@ -164,13 +164,18 @@ class TaskLayout:
     def controls_notebook(self) -> Path:
         return self.dir / NB_CONTROLS
 
+    @property
+    def control_models(self) -> Path:
+        """Everything the controls train (``controls/models/<control>/…``): removed when the job is redone."""
+        return self.controls_dir / "models"
+
     def control_fold(self, control: str, k: int) -> FoldLayout:
-        """One shortcut control's round ``k``: the same files as a study fold, under ``controls/<control>/``."""
-        return FoldLayout(self.controls_dir / control / fold_name(k), int(k))
+        """One shortcut control's round ``k``: the same files as a study fold, under ``controls/models/<control>/``."""
+        return FoldLayout(self.control_models / control / fold_name(k), int(k))
 
     def control_external_predictions(self, control: str) -> Path:
-        """The control models' predictions on the external data (``controls/<control>/external_predictions.csv``)."""
-        return self.controls_dir / control / "external_predictions.csv"
+        """The control models' predictions on the external data."""
+        return self.control_models / control / "external_predictions.csv"
 
     @property
     def export_dir(self) -> Path:

@@ -7,7 +7,7 @@ never from the current params); a run whose models disagree is refused. Architec
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -15,13 +15,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.images import image_options
 from ..device import resolve_device
 from ..errors import ArtifactError
 from ..inference import predict_probs
 from ..layout import RunLayout
 from ..models import load_checkpoint
 
-SHARED_META = ("classes", "resize", "image_size", "tta_flip")
+SHARED_META = ("classes", "resize", "image_size", "tta_flip", "image_options")
 
 
 @dataclass
@@ -36,6 +37,7 @@ class FoldEnsemble:
     device: torch.device
     sources: dict[int, Path]
     tta_flip: bool = False  # the study's predictions averaged each image with its mirror (evaluate.tta_flip)
+    image_options: dict = field(default_factory=dict)  # data.crop_border / data.equalize of the training cache
 
     @property
     def folds(self) -> list[int]:
@@ -80,6 +82,7 @@ def load_ensemble(run_dir: str | os.PathLike, task: str, folds: Sequence[int] | 
         path = layout.fold(task, k).model
         model, meta = load_checkpoint(path, device)
         meta.setdefault("tta_flip", False)  # checkpoints from before evaluate.tta_flip
+        meta["image_options"] = image_options(meta.get("params", {}).get("data", {}))
         if first is None:
             first = (path, meta)
         else:
@@ -91,4 +94,4 @@ def load_ensemble(run_dir: str | os.PathLike, task: str, folds: Sequence[int] | 
         models[k], archs[k], sources[k] = model, meta["arch"], path
     meta = first[1]
     return FoldEnsemble(models, archs, list(meta["classes"]), int(meta["resize"]), int(meta["image_size"]),
-                        torch.device(device), sources, bool(meta["tta_flip"]))
+                        torch.device(device), sources, bool(meta["tta_flip"]), meta["image_options"])

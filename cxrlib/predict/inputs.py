@@ -16,7 +16,7 @@ from typing import Iterable
 import numpy as np
 
 from ..data import dicom
-from ..data.images import decode_gray, resize_square
+from ..data.images import decode_gray, preprocess, resize_square
 from ..errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm"}
@@ -65,8 +65,9 @@ def out_of_distribution(gray: np.ndarray, view_position: str = "") -> list[str]:
     return found
 
 
-def load_image(path: str | os.PathLike, resize: int) -> LoadedImage:
-    """Decode ``path`` (DataError when it cannot be read) and resize it; warnings per ``out_of_distribution``."""
+def load_image(path: str | os.PathLike, resize: int, crop_border: float = 0.0, equalize: bool = False) -> LoadedImage:
+    """Decode ``path`` (DataError when it cannot be read), resize it and apply the run's mitigations as its image
+    cache did (``data.crop_border``, ``data.equalize``); warnings per ``out_of_distribution``."""
     path = Path(path)
     gray = decode_gray(path)
     view = ""
@@ -75,4 +76,5 @@ def load_image(path: str | os.PathLike, resize: int) -> LoadedImage:
             view = dicom.dicom_info(path)["view_position"]
         except DataError:
             view = ""
-    return LoadedImage(str(path), gray, resize_square(gray, resize), out_of_distribution(gray, view))
+    resized = preprocess(resize_square(gray, resize), crop_border, equalize)
+    return LoadedImage(str(path), gray, resized, out_of_distribution(gray, view))

@@ -79,7 +79,7 @@ def predict_paths(ens: FoldEnsemble, paths: Sequence[str | os.PathLike], batch_s
             images = []
             for p in chunk:
                 try:
-                    images.append(load_image(p, ens.resize))
+                    images.append(load_image(p, ens.resize, **ens.image_options))
                 except DataError as exc:
                     skipped.append((str(p), str(exc)))
                 bar.update(1)

@@ -23,7 +23,7 @@ def show_prediction(ens: FoldEnsemble, path: str | os.PathLike, method: str = "g
     from ..plots import show_figure
     from ..plots.predict import figure_layers, figure_probs
 
-    image = load_image(path, ens.resize)
+    image = load_image(path, ens.resize, **ens.image_options)
     row = predict_images(ens, [image]).iloc[0]
     probs = row[prob_columns(ens.classes)].to_numpy(dtype=float)
     fold_probs = np.array([[row[model_column(k, c)] for c in ens.classes] for k in ens.folds])

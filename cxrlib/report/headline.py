@@ -6,7 +6,6 @@ Undefined values read "–" and their reasons are collected as footnotes (never 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import pandas as pd
 

@@ -9,6 +9,7 @@ import importlib
 import logging
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import sys
 import time
@@ -66,7 +67,10 @@ def remove_outputs(job: Job, run_dir: Path) -> None:
     """Delete a job's outputs, side files and scratch files (before redoing it with --force or after an
     upstream change)."""
     for path in [Path(run_dir) / rel for rel in job.outputs + job.scratch] + side_files(job, run_dir):
-        path.unlink(missing_ok=True)
+        if path.is_dir():  # a scratch folder (the controls' models)
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def clean_temps(job: Job, run_dir: Path) -> None:

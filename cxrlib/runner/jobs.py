@@ -131,6 +131,8 @@ def build_jobs(spec: RunSpec) -> list[Job]:
                 notebook=NB_CONTROLS, rendered=t.controls_notebook.as_posix(),
                 parameters={"run_dir": run_dir, "task": task, **common},
                 outputs=_posix(t.controls, t.controls_notebook), stamp_outputs=_posix(t.controls),
+                # the control models: resumed after an interruption, retrained when the study's folds change
+                scratch=_posix(t.control_models),
             ))
         finals += tuple(f"controls:{task}" for task in spec.tasks)
     summary_nb = rel.summary_notebook.as_posix()

@@ -132,3 +132,17 @@ def test_find_images_keeps_named_files_and_walks_folders(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     found = find_images([tmp_path / "a", tmp_path / "named.bin"])
     assert [p.relative_to(tmp_path).as_posix() for p in found] == ["a/1.png", "a/b/2.JPG", "a/b/3.dcm", "named.bin"]
+
+
+def test_predict_applies_the_runs_crop_and_equalisation(tmp_path):
+    """A run trained on cropped, equalised images is scored on cropped, equalised images (from its checkpoints)."""
+    from cxrlib.data.images import preprocess, resize_square
+    from cxrlib.predict.inputs import load_image
+    from support import images
+
+    path = images.write(tmp_path / "x.png", images.xray_like(np.random.default_rng(3), 64))
+    plain = load_image(path, 48)
+    treated = load_image(path, 48, crop_border=0.1, equalize=True)
+    assert np.array_equal(plain.resized, resize_square(plain.gray, 48))
+    assert np.array_equal(treated.resized, preprocess(resize_square(plain.gray, 48), 0.1, True))
+    assert not np.array_equal(plain.resized, treated.resized)

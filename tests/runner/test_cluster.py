@@ -65,13 +65,14 @@ def test_slurm_submission_is_one_array_per_stage_chained_by_dependencies(tmp_pat
     result = submit(jobs, list(range(len(jobs))), ["--params", "p.yaml"], executor, wait_each_stage=False,
                     echo=lambda m: None)
     stages = [sorted({jobs[i].stage for i in stage}) for stage in result.stages]
-    assert stages == [[0], [1], [2], [3]]
+    assert stages == [[s] for s in sorted({job.stage for job in jobs})] and len(stages) >= 4
     commands = [cmd for array, _ in executor.arrays for cmd in array]
     assert commands[0][-2:] == ["--job-index", "0"] and commands[0][1:3] == ["-m", "cxrlib.runner"]
     deps = [params.get("slurm_additional_parameters", {}).get("dependency") for _, params in executor.arrays]
     first_ids = ":".join(str(j.job_id) for j in result.stages[0].values())
-    last_eval = ":".join(str(j.job_id) for j in result.stages[2].values())
-    assert deps[0] is None and deps[1] == f"afterok:{first_ids}" and deps[3] == f"afterany:{last_eval}"
+    before_summary = ":".join(str(j.job_id) for j in result.stages[-2].values())
+    assert deps[0] is None and deps[1] == f"afterok:{first_ids}"
+    assert all(d.startswith("afterok:") for d in deps[1:-1]) and deps[-1] == f"afterany:{before_summary}"
 
 
 def test_pending_skips_complete_jobs_unless_forced(tmp_path):

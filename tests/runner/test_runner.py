@@ -400,7 +400,8 @@ def cli_env(tmp_path):
     (data / "normal").mkdir(parents=True)
     (data / "normal" / "x.png").write_bytes(b"not read by these tests")
     nbs = tmp_path / "notebooks"
-    for name in ("01_data_exploration", "02_train_fold", "03_evaluate", "04_gradcam_gallery", "05_summary"):
+    for name in ("01_data_exploration", "02_train_fold", "03_evaluate", "04_gradcam_gallery", "05_summary",
+                 "06_shortcut_controls"):
         dummy_notebook(nbs / f"{name}.ipynb", "pass")
     base = ["--params", str(ROOT / "params" / "smoke.yaml") if (ROOT / "params" / "smoke.yaml").exists() else os.devnull,
             "--data", str(data), "--results", str(tmp_path / "results"), "--run", "r", "--notebooks", str(nbs),
@@ -432,10 +433,11 @@ def test_cli_dry_run_lists_the_table_and_writes_nothing(cli_env, capsys):
     out = capsys.readouterr().out
     rows = [line.split() for line in out.splitlines() if line[:1].isdigit()]
     assert [r[2] for r in rows] == ["explore", "splits:binary", "train:binary/fold0", "train:binary/fold1",
-                                    "train:binary/fold2", "evaluate:binary", "gradcam:binary", "summary"]
-    assert [r[0] for r in rows] == [str(i) for i in range(8)] and {r[5] for r in rows} == {"pending"}
+                                    "train:binary/fold2", "evaluate:binary", "gradcam:binary", "controls:binary",
+                                    "summary"]
+    assert [r[0] for r in rows] == [str(i) for i in range(9)] and {r[5] for r in rows} == {"pending"}
     assert rows[5][4] == "2,3,4" and "binary/{splits.csv,quality.csv}" in out
-    assert "stages (e.g. for sbatch --array): prepare 0-1, train 2-4, evaluate 5-6, summary 7" in out
+    assert "stages (e.g. for sbatch --array): prepare 0-1, train 2-4, evaluate 5-6, controls 7, summary 8" in out
     assert not (tmp_path / "results").exists()
 
 
@@ -478,7 +480,7 @@ def test_cli_refuses_to_resume_with_other_params_unless_forced(cli_env, capsys, 
     monkeypatch.setattr(cli, "run_jobs", lambda jobs, ctx, selected, **kw: selections.append(selected) or RunResult())
     assert cli.main(base + ["--set", "train.lr=0.5", "--force"], kernel_name="python3") == 0
     data = json.loads((tmp_path / "results" / "r" / "run.json").read_text())
-    assert selections == [list(range(8))] and data["params"]["train"]["lr"] == 0.5 and len(data["invocations"]) == 2
+    assert selections == [list(range(9))] and data["params"]["train"]["lr"] == 0.5 and len(data["invocations"]) == 2
 
     # a second task joins the run (whole table, so new params are fine); forcing one task alone is refused
     assert cli.main(base + ["multiclass", "--force"], kernel_name="python3") == 0

@@ -12,7 +12,6 @@ column when there is one.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
