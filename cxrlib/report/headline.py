@@ -12,12 +12,12 @@ import pandas as pd
 from ..evaluate.tables import PUBLISHED
 from ..evaluate.tables import lookup as _get  # dotted-key lookup, shared with the external table
 
-#: (row label, key into across_folds / pooled / external metrics, published key)
+#: (row label, key into across_folds / pooled / external metrics, key into the published numbers)
 HEADLINE_METRICS = (
-    ("accuracy", "accuracy", "accuracy"),
+    ("accuracy", "accuracy", "overall.accuracy"),
     ("macro F1", "macro.f1", None),
     ("macro AUC", "macro.auc", None),
-    ("COVID-19 sensitivity", "covid19.sensitivity", None),
+    ("COVID-19 sensitivity", "covid19.sensitivity", "covid19.recall"),  # the study's COVID-19 recall
     ("COVID-19 specificity", "covid19.specificity", None),
 )
 DASH = "–"
@@ -70,7 +70,7 @@ def headline_table(summary: dict, task: str, notes: Notes | None = None) -> tupl
     notes = notes or Notes()
     level = round(100 * summary.get("ci_level", 0.95))
     ext = external_report(summary)
-    published = PUBLISHED.get(task, {}).get("overall", {})
+    published = PUBLISHED.get(task, {})
     pooled_col = f"cross-validation, pooled ({level}% CI, method)"
     ext_col = f"external, ensemble ({level}% CI)"
     rows = {}
@@ -89,7 +89,7 @@ def headline_table(summary: dict, task: str, notes: Notes | None = None) -> tupl
             for source, metrics in sorted(ext["ensemble"].get("by_source", {}).items()):
                 row[f"external: {source}"] = _interval(_get(metrics, key), notes,
                                                        "undefined for this source (e.g. one class only)")
-        pub = published.get(pub_key) if pub_key else None
+        pub = _get(published, pub_key) if pub_key else None
         row["published (ResNet50)"] = f"{pub:.2f}" if pub is not None else notes.mark("not reported by the study")
         rows[label] = row
     table = pd.DataFrame.from_dict(rows, orient="index")
