@@ -132,20 +132,21 @@ def test_completed_run_has_every_notebook_page_and_json(work, completed):
     run_dir = work["run_dir"]
     proc, trained = completed
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "2 done" in proc.stderr and "6 up to date" in proc.stderr  # only Grad-CAM and the summary ran
+    assert "2 done" in proc.stderr and "7 up to date" in proc.stderr  # only Grad-CAM and the summary ran
     assert all(p.stat().st_mtime_ns == t for p, t in trained.items())
     expected = ["run.json", "index.html", "01_data_exploration.ipynb", "01_data_exploration.html",
                 "05_summary.ipynb", "05_summary.html"]
     expected += [f"binary/{n}" for n in ("splits.csv", "quality.csv", "summary.json", "cam_stats.csv", "cam_road.csv",
                                          "03_evaluate.ipynb", "03_evaluate.html",
-                                         "04_gradcam_gallery.ipynb", "04_gradcam_gallery.html")]
+                                         "04_gradcam_gallery.ipynb", "04_gradcam_gallery.html",
+                                         "controls/controls.json", "06_shortcut_controls.ipynb")]
     for k in range(3):
         expected += [f"binary/fold{k}/{n}" for n in ("model.pt", "history.csv", "predictions.csv", "train.json",
                                                      "metrics.json", "02_train_fold.ipynb", "02_train_fold.html")]
     missing = [rel for rel in expected if not (run_dir / rel).is_file()]
     assert not missing, missing
     record = json.loads((run_dir / "run.json").read_text())
-    assert {j["status"] for j in record["jobs"].values()} == {"done"} and len(record["jobs"]) == 8
+    assert {j["status"] for j in record["jobs"].values()} == {"done"} and len(record["jobs"]) == 9
     assert record["params"]["split"]["n_folds"] == 3 and record["data_fingerprint"]["sha256"]
     metrics = json.loads((run_dir / "binary" / "fold1" / "metrics.json").read_text())
     assert metrics["classes"] == ["other", "covid19"] and metrics["n"] > 0
@@ -163,10 +164,10 @@ def test_second_run_skips_everything_and_dry_run_shows_done(work, completed):
     before = snapshot(run_dir)
     again = invoke(work)
     assert again.returncode == 0, again.stderr[-4000:]
-    assert "8 up to date" in again.stderr and snapshot(run_dir) == before
+    assert "9 up to date" in again.stderr and snapshot(run_dir) == before
     dry = invoke(work, "--dry-run")
     rows = [line for line in dry.stdout.splitlines() if re.match(r"^\d+\s", line)]
-    assert len(rows) == 8 and all(" done " in row for row in rows)
+    assert len(rows) == 9 and all(" done " in row for row in rows)
 
 
 def test_job_index_runs_exactly_one_job(work, completed):
