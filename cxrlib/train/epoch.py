@@ -44,7 +44,7 @@ class EpochRunner:
         self.echo = echo
         self.train_images, self.train_targets = data.part("train")
         self.val_images, self.val_targets = data.part("val")
-        self.train_sources = data.sources[data.split == "train"]
+        self.train_sources = data.sources[data.split == "train"] if t.sampler == "source_balanced" else None
         self.source_size = self.train_images.shape[-1]
         self.augment = Augment.from_config(t)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.scaled)
