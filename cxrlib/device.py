@@ -21,8 +21,8 @@ def resolve_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
-#: On CPU, channels_last pays from this crop size on (oneDNN convolutions; resnet18 training step, 2 cores:
-#: 2.8x faster at 128 px, 0.8x at 64 px; bench/train_speed.py prints both sizes).
+#: On CPU, channels_last pays from this crop size on (oneDNN convolutions; resnet18 on 2 idle cores: a bare
+#: training step 1.4x faster at 112 px, an epoch 1.07x at 112 and 128 px, slower at 64 px; bench/train_speed.py).
 CPU_CHANNELS_LAST_FROM = 96
 
 
