@@ -1,6 +1,6 @@
 """Robust decoding to 8-bit grayscale, square resizing, and an on-disk cache keyed by content hash.
 
-Training reads the cache, so PNGs and JPEGs are decoded once per (image, size), never every epoch.
+Training reads the cache, so PNGs and JPEGs are decoded once per (image, ``data.resize``), never every epoch.
 """
 
 from __future__ import annotations
@@ -128,24 +128,24 @@ def cache_variant(crop_border: float = 0.0, equalize: bool = False) -> str:
 
 
 class ImageCache:
-    """Decoded, resized images on disk: ``<cache_dir>/<size><variant>/<sha[:2]>/<sha>.npy``.
+    """Decoded, resized images on disk: ``<cache_dir>/<resize><variant>/<sha[:2]>/<sha>.npy``.
 
     ``variant`` (:func:`cache_variant`) names preprocessed copies (``128-crop0.1-eq``); they are made from the
     plain cached image on a miss.
     """
 
-    def __init__(self, cache_dir: str | os.PathLike, size: int, crop_border: float = 0.0, equalize: bool = False):
-        self.root = Path(cache_dir).expanduser() / f"{size}{cache_variant(crop_border, equalize)}"
-        self.size = size
+    def __init__(self, cache_dir: str | os.PathLike, resize: int, crop_border: float = 0.0, equalize: bool = False):
+        self.root = Path(cache_dir).expanduser() / f"{resize}{cache_variant(crop_border, equalize)}"
+        self.resize = resize
         self.options = (crop_border, equalize)
-        self.plain = ImageCache(cache_dir, size) if any(self.options) else None
+        self.plain = ImageCache(cache_dir, resize) if any(self.options) else None
 
     def path_for(self, sha256: str) -> Path:
         return self.root / sha256[:2] / f"{sha256}.npy"
 
     def put(self, sha256: str, gray: np.ndarray) -> np.ndarray:
         """Resize ``gray`` and store it; returns the resized array."""
-        small = resize_square(gray, self.size)
+        small = resize_square(gray, self.resize)
         target = self.path_for(sha256)
         if not target.exists():
             with io.atomic_path(target) as tmp:
@@ -159,7 +159,7 @@ class ImageCache:
         if target.exists():
             try:
                 arr = np.load(target)
-                if arr.shape == (self.size, self.size) and arr.dtype == np.uint8:
+                if arr.shape == (self.resize, self.resize) and arr.dtype == np.uint8:
                     return arr
             except (OSError, ValueError):
                 pass  # a damaged cache entry is rebuilt below
@@ -180,25 +180,25 @@ class ImageCache:
 def load_images(
     paths: Sequence[str],
     sha256: Sequence[str],
-    size: int,
+    resize: int,
     cache_dir: str | os.PathLike,
     progress: bool = False,
     crop_border: float = 0.0,
     equalize: bool = False,
 ) -> np.ndarray:
-    """Stack the cached size x size uint8 images for ``paths`` (decoding misses) into (N, size, size).
+    """Stack the cached resize x resize uint8 images for ``paths`` (decoding misses) into (N, resize, resize).
 
     ``crop_border`` / ``equalize``: the study's mitigations (:func:`preprocess`; pass ``**image_options(...)``
     of the run's data config or of a checkpoint's params), cached under their own variant folder."""
     if len(paths) != len(sha256):
         raise ValueError("paths and sha256 must be row-aligned")
-    cache = ImageCache(cache_dir, size, crop_border, equalize)
-    out = np.empty((len(paths), size, size), dtype=np.uint8)
+    cache = ImageCache(cache_dir, resize, crop_border, equalize)
+    out = np.empty((len(paths), resize, resize), dtype=np.uint8)
     items = zip(paths, sha256)
     if progress:
         from tqdm.auto import tqdm
 
-        items = tqdm(items, total=len(paths), desc=f"images {size}px", leave=False)
+        items = tqdm(items, total=len(paths), desc=f"images {resize}px", leave=False)
     for i, (p, h) in enumerate(items):
         out[i] = cache.get(h, p)
     return out

@@ -169,7 +169,7 @@ def predict_external(
         probs = []
         for start in range(0, len(out), CHUNK):
             rows = out.iloc[start:start + CHUNK]
-            images = load_images(rows["path"].tolist(), rows["sha256"].tolist(), size=int(meta["resize"]),
+            images = load_images(rows["path"].tolist(), rows["sha256"].tolist(), resize=int(meta["resize"]),
                                  cache_dir=cfg.data.cache_dir, progress=progress,
                                  **image_options(meta.get("params", {}).get("data", {})))
             if transform is not None:

@@ -28,7 +28,7 @@ def _sample(table: pd.DataFrame, by: list[str], n: int, seed: int) -> pd.DataFra
     return shuffled.groupby(by, sort=True).head(n).sort_values(by, kind="stable")
 
 
-def sample_grid(table: pd.DataFrame, cache_dir: str, size: int, per_class: int = 6, seed: int = 0,
+def sample_grid(table: pd.DataFrame, cache_dir: str, resize: int, per_class: int = 6, seed: int = 0,
                 column: str = "label") -> Figure:
     """A row of randomly drawn images per class, titled by source."""
     picked = _sample(table, [column], per_class, seed)
@@ -39,7 +39,7 @@ def sample_grid(table: pd.DataFrame, cache_dir: str, size: int, per_class: int =
         ax.axis("off")
     for r, cls in enumerate(classes):
         part = picked[picked[column] == cls]
-        imgs = load_images(part["path"].tolist(), part["sha256"].tolist(), size, cache_dir)
+        imgs = load_images(part["path"].tolist(), part["sha256"].tolist(), resize, cache_dir)
         for c, (img, source) in enumerate(zip(imgs, part["source"])):
             axes[r, c].imshow(img, cmap="gray", vmin=0, vmax=255)
             axes[r, c].set_title(source[:18], fontsize=7)
@@ -49,7 +49,7 @@ def sample_grid(table: pd.DataFrame, cache_dir: str, size: int, per_class: int =
     return fig
 
 
-def intensity_histograms(table: pd.DataFrame, cache_dir: str, size: int, per_group: int = 150, seed: int = 0,
+def intensity_histograms(table: pd.DataFrame, cache_dir: str, resize: int, per_group: int = 150, seed: int = 0,
                          column: str = "label") -> Figure:
     """Mean intensity histogram per class and source: a source whose exposure differs is easy to recognise."""
     picked = _sample(table, [column, "source"], per_group, seed)
@@ -57,7 +57,7 @@ def intensity_histograms(table: pd.DataFrame, cache_dir: str, size: int, per_gro
     ax = fig.subplots()
     bins = np.arange(0, 257, 4)
     for (cls, source), part in picked.groupby([column, "source"], sort=True):
-        imgs = load_images(part["path"].tolist(), part["sha256"].tolist(), size, cache_dir)
+        imgs = load_images(part["path"].tolist(), part["sha256"].tolist(), resize, cache_dir)
         hist = np.mean([np.histogram(im, bins=bins, density=True)[0] for im in imgs], axis=0)
         ax.plot(bins[:-1] + 2, hist, label=f"{cls} / {source} (n={len(part)})")
     ax.set_xlabel("pixel intensity")

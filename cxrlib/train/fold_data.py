@@ -53,7 +53,7 @@ def load_fold_data(cfg: StudyConfig, run_dir: str | os.PathLike, task: str, fold
     missing = sorted(set(range(len(classes))) - set(targets[split == "train"]))
     if missing:
         raise CxrError(f"{path}: round {fold} trains on no images of class(es) {[classes[i] for i in missing]}")
-    images = load_images(frame["path"].tolist(), frame["sha256"].tolist(), size=cfg.data.resize,
+    images = load_images(frame["path"].tolist(), frame["sha256"].tolist(), resize=cfg.data.resize,
                          cache_dir=cfg.data.cache_dir, **image_options(cfg.data))
     return FoldData(frame, images, targets, split, classes)
 

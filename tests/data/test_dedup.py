@@ -142,11 +142,11 @@ def test_old_format_hashes_in_the_scan_index_are_recomputed(tmp_path):
         paths.append(str(p))
     table = new_table([{"path": p, "label": "normal", "source": "s", "patient_id": "", "mask_path": ""} for p in paths])
     cache = tmp_path / "cache"
-    scan_table(table, cache, size=32)
+    scan_table(table, cache, resize=32)
     index = read_index(cache, 32)
     index["phash"] = "0" * 64  # as written by the dHash version
     index.to_csv(index_path(cache, 32), index=False)
-    scanned, _ = scan_table(table, cache, size=32)
+    scanned, _ = scan_table(table, cache, resize=32)
     assert scanned["phash"].tolist() == [fingerprint(images.decode_gray(p)) for p in paths]
     assert (read_index(cache, 32)["phash"].str.len() == HEX_LEN).all()
 

@@ -121,7 +121,7 @@ def test_scan_lists_unusable_dicoms_in_the_quality_table(tmp_path):
     write_dicom(folder / "sr.dcm", None)
     table = generic.read_class_folders(tmp_path / "site")
     assert sorted(p.rsplit("/", 1)[1] for p in table["path"]) == ["good.dcm", "multi.dcm", "sr.dcm"]
-    scanned, quality = scan.scan_table(table, tmp_path / "cache", size=16)
+    scanned, quality = scan.scan_table(table, tmp_path / "cache", resize=16)
     assert list(scanned["path"]) == [str(good)] and scanned["width"][0] == 32
     reasons = dict(zip(pd.Series(quality["path"]).str.rsplit("/", n=1).str[1], quality["reason"]))
     assert reasons == {"multi.dcm": "multi-frame DICOM (3 frames), not a single radiograph",

@@ -52,7 +52,7 @@ def test_scan_adds_columns_and_fills_cache(tmp_path):
     Image.fromarray(resized(smooth_image(7), 60, 40)).save(jpg, quality=90)
     paths.append(str(jpg))
     cache = tmp_path / "cache"
-    scanned, quality = scan_table(table_for(paths), cache, size=32)
+    scanned, quality = scan_table(table_for(paths), cache, resize=32)
     assert list(scanned.columns) == list(SOURCE_COLUMNS) + list(SCAN_COLUMNS)
     assert scanned["path"].tolist() == paths and quality.empty
     assert scanned.loc[3, ["width", "height"]].tolist() == [60, 40]
@@ -75,7 +75,7 @@ def test_bad_files_go_to_the_quality_table(tmp_path):
     (folder / "truncated.png").write_bytes(whole[: len(whole) // 2])
     bad = [str(folder / n) for n in ("zero.png", "text.png", "corrupt.png", "truncated.png", "missing.png")]
     table = table_for([good[0], *bad, good[1]])
-    scanned, quality = scan_table(table, tmp_path / "cache", size=32)
+    scanned, quality = scan_table(table, tmp_path / "cache", resize=32)
     assert scanned["path"].tolist() == good
     reasons = dict(zip(quality["path"], quality["reason"]))
     assert set(reasons) == set(bad)
@@ -90,14 +90,14 @@ def test_second_scan_reads_the_index_not_the_images(tmp_path, monkeypatch):
     paths = write_images(tmp_path, 4)
     (tmp_path / "img" / "zero.png").write_bytes(b"")
     table = table_for(paths + [str(tmp_path / "img" / "zero.png")])
-    first, q1 = scan_table(table, tmp_path / "cache", size=32)
+    first, q1 = scan_table(table, tmp_path / "cache", resize=32)
 
     def boom(*_a, **_k):
         raise AssertionError("decoded or hashed again")
 
     monkeypatch.setattr(images, "decode_gray", boom)
     monkeypatch.setattr(images, "file_sha256", boom)
-    second, q2 = scan_table(table, tmp_path / "cache", size=32)
+    second, q2 = scan_table(table, tmp_path / "cache", resize=32)
     pd.testing.assert_frame_equal(first, second)
     pd.testing.assert_frame_equal(q1, q2)
 
@@ -105,11 +105,11 @@ def test_second_scan_reads_the_index_not_the_images(tmp_path, monkeypatch):
 def test_changed_file_or_lost_cache_entry_is_rescanned(tmp_path):
     paths = write_images(tmp_path, 3)
     cache = tmp_path / "cache"
-    first, _ = scan_table(table_for(paths), cache, size=32)
+    first, _ = scan_table(table_for(paths), cache, resize=32)
     Image.fromarray(smooth_image(99, 48)).save(paths[0])
     os.utime(paths[0], ns=(1, 1))  # a new mtime even on coarse clocks
     images.ImageCache(cache, 32).path_for(first.loc[1, "sha256"]).unlink()
-    second, _ = scan_table(table_for(paths), cache, size=32)
+    second, _ = scan_table(table_for(paths), cache, resize=32)
     assert second.loc[0, "sha256"] == images.file_sha256(paths[0]) != first.loc[0, "sha256"]
     assert images.ImageCache(cache, 32).path_for(first.loc[1, "sha256"]).exists()
     assert second.loc[2, "sha256"] == first.loc[2, "sha256"]
@@ -118,9 +118,9 @@ def test_changed_file_or_lost_cache_entry_is_rescanned(tmp_path):
 def test_damaged_index_is_rebuilt(tmp_path):
     paths = write_images(tmp_path, 2)
     cache = tmp_path / "cache"
-    first, _ = scan_table(table_for(paths), cache, size=32)
+    first, _ = scan_table(table_for(paths), cache, resize=32)
     index_path(cache, 32).write_text("garbage,\n1,2,3\n")
-    second, _ = scan_table(table_for(paths), cache, size=32)
+    second, _ = scan_table(table_for(paths), cache, resize=32)
     pd.testing.assert_frame_equal(first, second)
 
 
@@ -128,8 +128,8 @@ def test_process_pool_matches_serial_scan(tmp_path):
     paths = write_images(tmp_path, 70, size=32)
     (tmp_path / "img" / "zero.png").write_bytes(b"")
     table = table_for(paths + [str(tmp_path / "img" / "zero.png")])
-    serial, q1 = scan_table(table, tmp_path / "c1", size=16, workers=1)
-    pooled, q2 = scan_table(table, tmp_path / "c2", size=16, workers=2)
+    serial, q1 = scan_table(table, tmp_path / "c1", resize=16, workers=1)
+    pooled, q2 = scan_table(table, tmp_path / "c2", resize=16, workers=2)
     pd.testing.assert_frame_equal(serial, pooled)
     pd.testing.assert_frame_equal(q1, q2)
     assert len(list((tmp_path / "c2" / "16").rglob("*.npy"))) == 70
@@ -137,4 +137,4 @@ def test_process_pool_matches_serial_scan(tmp_path):
 
 def test_scan_rejects_a_table_without_source_columns(tmp_path):
     with pytest.raises(DataError, match="missing columns"):
-        scan_table(pd.DataFrame({"path": []}), tmp_path, size=32)
+        scan_table(pd.DataFrame({"path": []}), tmp_path, resize=32)
