@@ -68,3 +68,18 @@ def test_tta_flip_averages_an_image_and_its_mirror():
     both = predict_probs(model, images, 32, tta_flip=True)
     np.testing.assert_allclose(both, (plain + mirrored) / 2, atol=1e-5)
     np.testing.assert_allclose(both.sum(axis=1), 1, atol=1e-5)
+
+
+def test_predicting_in_channels_last_leaves_the_model_usable_for_grad_cam():
+    """predict_probs converts the model to channels_last (CPU, >= 96 px) outside inference mode, so a Grad-CAM
+    backward on the same model still works (the predict command does exactly this)."""
+    from cxrlib.cam import make_cam
+    from cxrlib.models import cam_layers
+    from cxrlib.transforms import eval_batch
+
+    model = build_model("resnet18", 3).eval()
+    images = np.random.default_rng(1).integers(0, 255, (2, 112, 112), dtype=np.uint8)
+    predict_probs(model, images, 96)
+    with make_cam("gradcam", model, cam_layers("resnet18")) as cam:
+        result = cam(eval_batch(images, 96), targets="predicted")
+    assert result.maps["layer4"].shape == (2, 96, 96)
