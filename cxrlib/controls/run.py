@@ -2,7 +2,7 @@
 
 Each control is a masked copy of a round's FoldData (``masks``) or, for the source probe, the images of one
 class relabelled by source; ``cxrlib.train.train_fold`` trains it like a study fold (same folds, network, recipe,
-``controls.epochs``) into ``controls/<control>/fold<k>/`` (``TaskLayout.control_fold``), skipping a finished
+``controls.epochs``) into ``controls/models/<control>/fold<k>/`` (``TaskLayout.control_fold``), skipping a finished
 one. ``full`` retrains nothing: it reads the study's own fold predictions.
 """
 
@@ -143,7 +143,7 @@ class ControlRunner:
                 return None, f"round {k}: {built}"
             train_fold(control_config(self.cfg), self.run_dir, self.task, k, progress=self.progress,
                        data=lambda built=built: built, layout=fold)
-            preds = pd.read_csv(fold.predictions, dtype={"true": str, "predicted": str}, keep_default_na=False)
+            preds = read_predictions(fold.predictions)  # no class check: a probe's classes are sources
             frames.append(preds[preds["split"] == "test"])
         return pd.concat(frames, ignore_index=True), None
 
@@ -228,6 +228,6 @@ class ControlRunner:
 
 
 def probe_name(cls: str) -> str:
-    """The folder of the source probe within class ``cls`` (``controls/source_probe_<class>/``)."""
+    """The control name of the source probe within class ``cls`` (models under ``controls/models/<name>/``)."""
     return f"source_probe_{cls}"
 
