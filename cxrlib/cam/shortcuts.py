@@ -9,7 +9,6 @@ import torch.nn.functional as F
 
 from ..data.images import crop_centre, resize_square
 from ..transforms import eval_crop
-from .road import ROAD_PERCENTILES, road_scores  # noqa: F401 (road_scores is imported from here too)
 
 
 def border_band(height: int, width: int, border: float) -> np.ndarray:

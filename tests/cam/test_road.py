@@ -7,7 +7,7 @@ import torch
 from pytorch_grad_cam.metrics.perturbation_confidence import RemoveLeastRelevantFirst, RemoveMostRelevantFirst
 
 from cxrlib.cam.road import rank_maps, road_by_percentile
-from cxrlib.cam.shortcuts import road_scores
+from cxrlib.cam.road import road_scores
 from cxrlib.cam.stats import mean_interval, road_per_percentile, shortcut_summary
 
 
