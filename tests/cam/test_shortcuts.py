@@ -7,9 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from cxrlib.cam.shortcuts import (
-    border_area, border_band, border_share, mask_in_input_frame, mass_share, random_maps, road_scores,
-)
+from cxrlib.cam.road import road_scores
+from cxrlib.cam.shortcuts import border_area, border_band, border_share, mask_in_input_frame, mass_share, random_maps
 
 torch.set_num_threads(1)
 
