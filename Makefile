@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 DATA   ?= data
 PARAMS ?= params/cpu.yaml
 ARGS   ?=
+JOBS   ?= 2
 RUN    ?= results/cpu
 TASK   ?= multiclass
 APP_PORT ?= 8866
@@ -25,7 +26,7 @@ test: setup
 	$(PY) -m pytest
 
 run: setup
-	$(PY) run_all.py --params $(PARAMS) --data $(DATA) $(ARGS)
+	$(PY) run_all.py --params $(PARAMS) --data $(DATA) --parallel $(JOBS) $(ARGS)
 
 # The notebooks folder as local pages (Voila, 127.0.0.1 only): browser.ipynb is the Grad-CAM browser over
 # RUN/TASK, 06_predict.ipynb scores an uploaded X-ray with that run's fold models; both are listed in the tree.

@@ -166,15 +166,23 @@ def describe_exit(exitcode: int | None) -> str:
     return f"worker process exited with code {exitcode} without reporting"
 
 
-def job_env(slot: int, parallel: int, gpus: Sequence[str], cores: int) -> dict[str, str]:
-    """Environment for the job in worker ``slot``: one GPU per slot (round robin), threads split on CPU."""
+def job_env(slot: int, parallel: int, gpus: Sequence[str], cores: int, threads: int | None = None) -> dict[str, str]:
+    """Environment for the job in worker ``slot``: one GPU per slot (round robin), and with several jobs at once
+    ``threads`` CPU threads (default: an equal share of ``cores``)."""
     env: dict[str, str] = {"CXR_PROGRESS": "0"}  # no live viewer under papermill: per-epoch log lines only
     if parallel > 1 and gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
     if parallel > 1:
-        threads = str(max(1, cores // parallel))
-        env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads)
+        n = str(threads or max(1, cores // parallel))
+        env.update(OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, CXR_THREADS=n)
     return env
+
+
+def apply_thread_budget(env: dict[str, str]) -> None:
+    """A forked worker inherits torch's thread pool size from the runner: set it to the job's budget (kernels
+    started by papermill read OMP_NUM_THREADS themselves)."""
+    if "CXR_THREADS" in env and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(env["CXR_THREADS"]))
 
 
 class _Interrupt(KeyboardInterrupt):
@@ -214,6 +222,7 @@ def _worker(job: Job, ctx: JobContext, env: dict[str, str], log_path: Path, conn
         logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True,
                             format="%(asctime)s %(name)s %(levelname)s: %(message)s")
         os.environ.update(env)
+        apply_thread_budget(env)
         print(f"== job {job.id} (pid {os.getpid()}) env {env}", file=sys.stderr, flush=True)
         execute_job(job, ctx)
         conn.send(("done", ""))

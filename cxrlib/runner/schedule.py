@@ -16,6 +16,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Sequence
 
+from ..cores import usable_cores
 from ..layout import RunLayout
 from .execute import JobContext, Worker, clean_temps, collect, export_html, html_path, job_env, remove_outputs, spawn_job
 from .jobs import Job, is_complete, is_stale, missing_outputs
@@ -58,13 +59,6 @@ def count_gpus() -> list[str]:
     return [str(i) for i in range(n)]
 
 
-def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def preload(jobs: Sequence[Job]) -> None:
     """Import papermill, nbconvert and the python steps' modules once here, so that forked workers start
     working at once instead of each importing them again (these imports start no Python threads)."""
@@ -73,6 +67,15 @@ def preload(jobs: Sequence[Job]) -> None:
         import papermill  # noqa: F401
     for module in {step.partition(":")[0] for job in jobs for step in job.steps if isinstance(step, str)}:
         importlib.import_module(module)
+
+
+def thread_share(ncores: int, parallel: int, alone: bool) -> int | None:
+    """CPU threads for a job starting now: None (the libraries' default) when one job runs at a time; all
+    cores for a job that starts with no other running or starting, else an equal share. A job keeps its share
+    to the end, so one that started alone can overlap with the next by up to ``ncores // parallel`` threads."""
+    if parallel == 1:
+        return None
+    return ncores if alone else max(1, ncores // parallel)
 
 
 def log_path(job: Job, run_dir: Path) -> Path:
@@ -101,7 +104,7 @@ def run_jobs(jobs: Sequence[Job], ctx: JobContext, selected: Sequence[int] | Non
     parallel = max(1, parallel)
     if gpus is None:
         gpus = count_gpus() if parallel > 1 else []
-    ncores = cores()
+    ncores = usable_cores()
     preload(order)
     result = RunResult()
     ran: set[str] = set()
@@ -145,15 +148,15 @@ def run_jobs(jobs: Sequence[Job], ctx: JobContext, selected: Sequence[int] | Non
             return any(dep in result.outcomes and result.outcomes[dep].status != UPTODATE for dep in job.depends)
         return any(dep in ran for dep in job.depends)
 
-    def start(job: Job, slot: int) -> None:
+    def start(job: Job, slot: int, threads: int | None) -> None:
         log = log_path(job, run_dir)
         log.unlink(missing_ok=True)
         code = record.git if record is not None else {}
         note(job, status="running", start=now(), end=None, seconds=None, error=None,
              log=str(log.relative_to(run_dir)), pid=os.getpid(), git_commit=code.get("commit"),
-             git_dirty=code.get("dirty"))
+             git_dirty=code.get("dirty"), threads=threads)
         say(f"[{index[job.id]}] {job.id}: started (log {log})")
-        running[job.id] = spawn_job(job, ctx, job_env(slot, parallel, gpus, ncores), log, slot)
+        running[job.id] = spawn_job(job, ctx, job_env(slot, parallel, gpus, ncores, threads), log, slot)
 
     def reap(worker: Worker, interrupted: str | None = None) -> None:
         status, error = collect(worker)
@@ -175,6 +178,7 @@ def run_jobs(jobs: Sequence[Job], ctx: JobContext, selected: Sequence[int] | Non
         finish(job, Outcome(status, error, seconds))
 
     def step_pending() -> None:
+        starting: list[Job] = []
         for job in list(pending):
             reason = blocker(job)
             if reason == "wait":
@@ -201,13 +205,16 @@ def run_jobs(jobs: Sequence[Job], ctx: JobContext, selected: Sequence[int] | Non
                         note(job, status=DONE, error=None, note="outputs found complete")
                 finish(job, Outcome(UPTODATE, "outputs complete"))
                 continue
-            if not free:
+            if len(starting) == len(free):
                 continue
             pending.remove(job)
             if force or stale:
                 remove_outputs(job, run_dir)
             clean_temps(job, run_dir)
-            start(job, free.pop(0))
+            starting.append(job)
+        threads = thread_share(ncores, parallel, alone=len(starting) == 1 and not running)
+        for job in starting:
+            start(job, free.pop(0), threads)
 
     with _StopSignals() as stop:
         try:

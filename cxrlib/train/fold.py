@@ -23,6 +23,7 @@ from torch import nn
 
 from .. import __version__, io
 from ..config import StudyConfig
+from ..cores import usable_cores
 from ..device import resolve_device
 from ..errors import ArtifactError
 from ..inference import predict_probs
@@ -124,7 +125,8 @@ def _train_fold(cfg, run_dir, task, fold, force, progress, callback, d: Dist, de
             "n_images": n, "val_accuracy": acc.get("val"), "test_accuracy": acc.get("test"),
             "timings": {"load_images_s": load_s, "fit_s": result.seconds,
                         "feature_cache_s": result.feature_cache_seconds,
-                        "predict_s": time.perf_counter() - t1, "total_s": time.perf_counter() - t0},
+                        "predict_s": time.perf_counter() - t1, "total_s": time.perf_counter() - t0,
+                        "threads": torch.get_num_threads(), "cores": usable_cores()},
             "versions": versions(), "params": cfg.to_dict(),
         }
         io.write_json(done, info)  # last: marks the fold finished

@@ -18,7 +18,7 @@ from cxrlib.config import load_config
 from cxrlib.runner import cli, steps
 from cxrlib.runner.execute import JobContext, job_env
 from cxrlib.runner.jobs import Job, RunSpec, build_jobs, check_table, is_stale, stage_ranges
-from cxrlib.runner.schedule import DONE, FAILED, SKIPPED, UPTODATE, RunResult, run_jobs
+from cxrlib.runner.schedule import DONE, FAILED, SKIPPED, UPTODATE, RunResult, run_jobs, thread_share
 from cxrlib.runner import state
 from cxrlib.runner.state import RunRecord, params_diff
 
@@ -300,6 +300,27 @@ def test_parallel_pool_overlaps_jobs_and_sets_each_jobs_env(tmp_path):
     assert sorted(e["CUDA_VISIBLE_DEVICES"] for e in envs[:2]) == ["0", "1"]
     assert job_env(0, 1, ["0", "1"], 8) == {"CXR_PROGRESS": "0"}  # one job at a time: only the tqdm bar is off
     assert job_env(3, 2, ["4", "5"], 8)["CUDA_VISIBLE_DEVICES"] == "5"
+
+
+def record_torch_threads(job, ctx):
+    import torch
+
+    io.write_json(ctx.run_dir / job.outputs[0], {"threads": torch.get_num_threads(),
+                                                 "omp": os.environ.get("OMP_NUM_THREADS")})
+
+
+def test_parallel_gives_a_job_that_starts_alone_every_core_and_sets_torchs_pool(tmp_path):
+    ctx = ctx_for(tmp_path)
+    jobs = [pyjob("first", step=record_torch_threads), pyjob("b", ["first"], nap), pyjob("c", ["first"], nap)]
+    result = run(jobs, ctx, parallel=2)
+    assert result.ok
+    cores = len(os.sched_getaffinity(0))
+    first = io.read_json(ctx.run_dir / "first" / "out0.json")
+    assert first == {"threads": cores, "omp": str(cores)}  # alone: nothing to share the cores with
+    assert [io.read_json(ctx.run_dir / j / "out0.json")["env"]["OMP_NUM_THREADS"] for j in "bc"] == \
+        [str(max(1, cores // 2))] * 2
+    assert thread_share(8, 1, alone=False) is None and thread_share(8, 3, alone=False) == 2
+    assert thread_share(8, 3, alone=True) == 8 and thread_share(2, 4, alone=False) == 1
 
 
 def test_sigterm_stops_the_run_and_records_the_running_job(tmp_path):
