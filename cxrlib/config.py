@@ -75,6 +75,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (falls back to eager, with a log line, where it fails)
     augment_on: Literal["auto", "device", "host"] = "auto"  # auto: on CUDA the uint8 images live on the GPU
     label_smoothing: float = 0.0
+    # progressive resizing: the first epoch trains on crops downscaled to this size, growing linearly to
+    # image_size by the last epoch (0: off); validation and test always see image_size
+    progressive_from: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     num_workers: int = 0
     seed: int = 0
@@ -293,6 +296,8 @@ def _check_values(cfg: StudyConfig, where: str) -> None:
     need(0 <= t.label_smoothing < 1, "train.label_smoothing", f"must be in [0, 1), got {t.label_smoothing}")
     need(t.rotation >= 0 and t.brightness >= 0, "train.rotation/brightness", "must be >= 0")
     need(t.num_workers >= 0, "train.num_workers", "must be >= 0")
+    need(t.progressive_from == 0 or 16 <= t.progressive_from <= t.image_size, "train.progressive_from",
+         f"must be 0 (off) or between 16 and train.image_size ({t.image_size}), got {t.progressive_from}")
     need(e.bootstrap >= 0, "evaluate.bootstrap", "must be >= 0")
     need(0 < e.ci_level < 1, "evaluate.ci_level", "must be in (0, 1)")
     need(0 < c.border < 0.5, "cam.border", "must be in (0, 0.5)")

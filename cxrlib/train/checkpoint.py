@@ -21,7 +21,8 @@ from ..errors import ArtifactError, CxrError
 from ..layout import FoldLayout
 from ..models import save_checkpoint, unwrap
 
-HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s"]
+HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s",
+                   "image_size"]
 
 
 @dataclass

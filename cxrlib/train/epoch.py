@@ -24,11 +24,30 @@ from .seeding import generator
 
 def cache_ignored_augmentations(t: TrainConfig) -> list[str]:
     """The configured augmentations the frozen-feature cache cannot replay (it stores centre-crop features of
-    each image and its flip): random crops, rotation, brightness/contrast jitter."""
+    each image and its flip): random crops, rotation, brightness/contrast jitter, progressive resizing."""
     ignored = ["random_crop"] if t.random_crop else []
     ignored += [f"rotation={t.rotation:g}"] if t.rotation else []
     ignored += [f"brightness={t.brightness:g}"] if t.brightness else []
+    ignored += [f"progressive_from={t.progressive_from}"] if t.progressive_from else []
     return ignored
+
+
+def epoch_image_size(t: TrainConfig, epoch: int) -> int:
+    """Training crop size of ``epoch`` (1-based): ``train.image_size``, or with ``train.progressive_from`` a
+    linear ramp from that size at the first epoch to image_size at the last (multiples of 8 below the top)."""
+    if not t.progressive_from or t.progressive_from >= t.image_size or t.epochs == 1:
+        return t.image_size
+    share = (min(epoch, t.epochs) - 1) / (t.epochs - 1)
+    size = t.progressive_from + share * (t.image_size - t.progressive_from)
+    return t.image_size if epoch >= t.epochs else max(t.progressive_from, int(size) // 8 * 8)
+
+
+def downscaled(x: torch.Tensor, size: int) -> torch.Tensor:
+    """A normalised batch resized to ``size`` x ``size`` (antialiased bilinear): the same field of view, fewer
+    pixels."""
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    return nnf.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
 class EpochRunner:
@@ -110,6 +129,7 @@ class EpochRunner:
                 loss_sum, correct, seen = loss_sum + ls, correct + c, seen + len(idx)
             return loss_sum, correct, seen
         set_train_mode(unwrap(net))
+        size = epoch_image_size(t, epoch)
         batched = AugmentedBatches(self.train_x, self.train_y, batches, self.augment, t.seed, epoch, d.rank)
         # on the device, batches are cut and augmented where the images live; else DataLoader workers do it
         loader = (batched[b] for b in range(len(batched))) if self.on_device else torch.utils.data.DataLoader(
@@ -119,7 +139,7 @@ class EpochRunner:
             if not self.checked_stats:
                 check_batch_stats(x)
                 self.checked_stats = True
-            ls, c = self._step(net, opt, self._to(x), self._to(y))
+            ls, c = self._step(net, opt, self._to(downscaled(x, size)), self._to(y))
             loss_sum, correct, seen = loss_sum + ls, correct + c, seen + len(y)
         return loss_sum, correct, seen
 

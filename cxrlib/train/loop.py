@@ -17,7 +17,7 @@ from ..layout import FoldLayout
 from ..models import unwrap
 from .checkpoint import Checkpointer, Progress
 from .distributed import Dist
-from .epoch import EpochRunner, head_of
+from .epoch import EpochRunner, epoch_image_size, head_of
 from .fold_data import FoldData
 from .optim import make_optimizer, make_scheduler
 from .speed import maybe_compile
@@ -100,7 +100,8 @@ def fit(model: nn.Module, data: FoldData, t: TrainConfig, fold: Optional[FoldLay
             sched.step()
         row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen, "val_loss": val_loss,
                "val_acc": val_acc, "lr": lr, "seconds": time.perf_counter() - tick,
-               "images_per_s": seen / max(train_seconds, 1e-9)}
+               "images_per_s": seen / max(train_seconds, 1e-9),
+               "image_size": t.image_size if use_cache else epoch_image_size(t, epoch)}
         state.history.append(row)
         improved = val_loss < state.best_val_loss
         if improved:

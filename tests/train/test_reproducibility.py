@@ -50,8 +50,9 @@ def test_deterministic_applies_on_gpu_only(monkeypatch):
 
 def test_cache_ignored_augmentations_listed():
     assert cache_ignored_augmentations(TrainConfig(random_crop=False, rotation=0, brightness=0)) == []
-    assert cache_ignored_augmentations(TrainConfig(random_crop=True, rotation=10, brightness=0.2)) == [
-        "random_crop", "rotation=10", "brightness=0.2"]
+    assert cache_ignored_augmentations(TrainConfig(random_crop=True, rotation=10, brightness=0.2,
+                                                   progressive_from=64)) == [
+        "random_crop", "rotation=10", "brightness=0.2", "progressive_from=64"]
 
 
 def test_train_json_records_cache_ignored_and_deterministic(tmp_path):

@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from cxrlib.config import TrainConfig
 from cxrlib.errors import ConfigError
 from cxrlib.inference import predict_probs
 from cxrlib.models import build_model, unwrap
 from cxrlib.train import train_fold
+from cxrlib.train.epoch import EpochRunner, downscaled, epoch_image_size
 from cxrlib.train.speed import CompiledOrEager, augment_on_device, maybe_compile, resolve_precision
 from support.train_helpers import make_run
 
@@ -83,3 +85,27 @@ def test_predicting_in_channels_last_leaves_the_model_usable_for_grad_cam():
     with make_cam("gradcam", model, cam_layers("resnet18")) as cam:
         result = cam(eval_batch(images, 96), targets="predicted")
     assert result.maps["layer4"].shape == (2, 96, 96)
+
+
+def test_progressive_resizing_ramps_the_training_crop_and_validates_at_full_size(tmp_path, smoke_cfg, monkeypatch):
+    t = TrainConfig(image_size=112, epochs=10, progressive_from=64)
+    sizes = [epoch_image_size(t, e) for e in range(1, 11)]
+    assert sizes[0] == 64 and sizes[-1] == 112 and sizes == sorted(sizes) and all(s % 8 == 0 for s in sizes)
+    assert [epoch_image_size(TrainConfig(image_size=112, epochs=3), e) for e in (1, 2, 3)] == [112] * 3
+    x = torch.randn(2, 3, 40, 40)
+    assert downscaled(x, 40) is x and downscaled(x, 24).shape == (2, 3, 24, 24)
+    seen = []
+    original = EpochRunner._step
+
+    def spy(self, net, opt, x, y):
+        seen.append(tuple(x.shape[-2:]))
+        return original(self, net, opt, x, y)
+
+    monkeypatch.setattr(EpochRunner, "_step", spy)
+    cfg = smoke_cfg("train.epochs=3", "train.progressive_from=16")
+    result = train_fold(cfg, make_run(tmp_path), "multiclass", 0, progress=False)
+    full = cfg.train.image_size
+    assert result.history["image_size"].tolist() == [16, epoch_image_size(cfg.train, 2), full]
+    assert {s for s in seen[:len(seen) // 3]} == {(16, 16)} and seen[-1] == (full, full)
+    with pytest.raises(ConfigError, match="train.progressive_from"):
+        smoke_cfg(f"train.progressive_from={full + 8}")
