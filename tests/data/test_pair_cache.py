@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
 from bench.dedup_recall import EDITS
 from cxrlib.data import pair_cache, phash
 from cxrlib.data.pair_cache import cache_path, cached_scored_pairs
+from cxrlib.data.splits import assign_groups
 
 
 def smooth_image(seed: int, size: int = 64) -> np.ndarray:
@@ -123,3 +125,20 @@ def test_no_cache_dir_computes_every_time_and_writes_nothing(hashes, tmp_path, m
     same(cached_scored_pairs(hashes, None), oracle)
     assert len(calls) == 3 and not any(tmp_path.iterdir())
 
+
+def test_assign_groups_reads_the_cache_only_when_given_a_folder(hashes, tmp_path, calls):
+    n = len(hashes)
+    frame = pd.DataFrame({
+        "source": "syn", "patient_id": [f"p{k // 3}" if k < 6 else "" for k in range(n)],
+        "sha256": [f"{k:02x}" * 32 for k in range(n)], "phash": hashes,
+    })
+    plain = assign_groups(frame, 0.98)
+    assert plain.nunique() == 8  # patients p0, p1 and 6 images without one; the copies join their originals
+    assert calls == [n]
+    cold = assign_groups(frame, 0.98, cache_dir=tmp_path)
+    warm = assign_groups(frame, 0.98, cache_dir=tmp_path)
+    strict = assign_groups(frame, 0.99999, cache_dir=tmp_path)  # the threshold is applied after the cache
+    assert calls == [n, n]
+    assert plain.equals(cold) and plain.equals(warm)
+    assert strict.nunique() > plain.nunique() and strict.equals(assign_groups(frame, 0.99999))
+    assert len(list((tmp_path / pair_cache.FOLDER).iterdir())) == 1
