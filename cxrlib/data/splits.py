@@ -24,7 +24,8 @@ from sklearn.model_selection import StratifiedGroupKFold
 from .. import io
 from ..config import DataConfig
 from ..errors import DataError, LeakageError
-from .phash import check_threshold, scored_pairs
+from .pair_cache import cached_scored_pairs
+from .phash import check_threshold
 
 SPLIT_COLUMNS = (
     "path", "label", "source", "patient_id", "group", "fold", "target",
@@ -108,13 +109,14 @@ def _base_keys(frame: pd.DataFrame) -> pd.Series:
     return (src + ":" + pid).where(pid != "", by_image)
 
 
-def _duplicate_edges(frame: pd.DataFrame, near_duplicate_threshold: float) -> list[tuple[np.ndarray, np.ndarray]]:
+def _duplicate_edges(frame: pd.DataFrame, near_duplicate_threshold: float,
+                     cache_dir: str | os.PathLike | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Edges joining rows with identical sha256 (to the first such row) and near-duplicate pairs that pass
-    ``_guarded``."""
+    ``_guarded``; pair scores are cached in ``cache_dir`` (``pair_cache``) unless it is None."""
     n = len(frame)
     sha_codes = pd.factorize(frame["sha256"].astype(str))[0]
     first_of_sha = pd.Series(np.arange(n)).groupby(sha_codes).transform("min").to_numpy()
-    i, j, score = scored_pairs(frame["phash"].astype(str).tolist())
+    i, j, score = cached_scored_pairs(frame["phash"].astype(str).tolist(), cache_dir)
     keep = score >= check_threshold(near_duplicate_threshold) - 1e-6
     near = _guarded(sha_codes, i[keep], j[keep], score[keep], near_duplicate_threshold)
     return [(np.arange(n), first_of_sha), near]
@@ -153,10 +155,11 @@ def _guarded(start: np.ndarray, i: np.ndarray, j: np.ndarray, score: np.ndarray,
     return i[kept], j[kept]
 
 
-def duplicate_components(frame: pd.DataFrame, near_duplicate_threshold: float = DEFAULT_NEAR_THRESHOLD) -> np.ndarray:
+def duplicate_components(frame: pd.DataFrame, near_duplicate_threshold: float = DEFAULT_NEAR_THRESHOLD,
+                         cache_dir: str | os.PathLike | None = None) -> np.ndarray:
     """Component id per row linking identical sha256 and near-duplicates (aligned fingerprint correlation at
-    ``near_duplicate_threshold`` or more, chains guarded)."""
-    return _components(len(frame), _duplicate_edges(frame, near_duplicate_threshold))
+    ``near_duplicate_threshold`` or more, chains guarded); ``cache_dir`` as in ``_duplicate_edges``."""
+    return _components(len(frame), _duplicate_edges(frame, near_duplicate_threshold, cache_dir))
 
 
 def _components(n: int, edges: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
@@ -166,8 +169,10 @@ def _components(n: int, edges: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarra
     return connected_components(graph, directed=False)[1]
 
 
-def assign_groups(frame: pd.DataFrame, near_duplicate_threshold: float = DEFAULT_NEAR_THRESHOLD) -> pd.Series:
-    """Group per row: patients merged (union-find) with exact and near-duplicate image clusters.
+def assign_groups(frame: pd.DataFrame, near_duplicate_threshold: float = DEFAULT_NEAR_THRESHOLD,
+                  cache_dir: str | os.PathLike | None = None) -> pd.Series:
+    """Group per row: patients merged (union-find) with exact and near-duplicate image clusters (pair scores
+    cached in ``cache_dir`` unless it is None: ``pair_cache``).
 
     The name is the smallest member key (``source:patient_id``, or ``source:sha256:<hex>`` for an image
     without a patient), suffixed ``+k`` when k other keys were merged into it.
@@ -181,7 +186,7 @@ def assign_groups(frame: pd.DataFrame, near_duplicate_threshold: float = DEFAULT
     base = _base_keys(frame).to_numpy()
     key_codes = pd.factorize(base)[0]
     first_of_key = pd.Series(np.arange(n)).groupby(key_codes).transform("min").to_numpy()
-    edges = [(np.arange(n), first_of_key)] + _duplicate_edges(frame, near_duplicate_threshold)
+    edges = [(np.arange(n), first_of_key)] + _duplicate_edges(frame, near_duplicate_threshold, cache_dir)
     comp = _components(n, edges)
     per_comp = pd.DataFrame({"comp": comp, "key": base}).groupby("comp")["key"].agg(["min", "nunique"])
     names = per_comp["min"].where(per_comp["nunique"] == 1, per_comp["min"] + "+" + (per_comp["nunique"] - 1).astype(str))
@@ -343,8 +348,9 @@ def build_splits(cfg, task: str, data_root: str | os.PathLike | None = None, pro
     table = discover(root)
     scanned, quality = scan_table(table, cfg.data.cache_dir, cfg.data.resize, workers=cfg.data.workers, progress=progress)
     threshold = cfg.data.near_duplicate_threshold
-    # Groups over every scanned image, so duplicates reached through labels outside the task still join.
-    scanned["group"] = assign_groups(scanned, threshold)
+    # Groups over every scanned image, so duplicates reached through labels outside the task still join; the
+    # pair scores are cached, since every task (and the notebook's preview) groups the same images.
+    scanned["group"] = assign_groups(scanned, threshold, cfg.data.cache_dir)
     frame, dropped = task_table(scanned, classes, cfg.data.max_per_class, cfg.split.seed, where=root)
     frame["fold"] = assign_folds(frame, cfg.split.n_folds, cfg.split.seed)
     splits = frame[list(SPLIT_COLUMNS)].reset_index(drop=True)

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from cxrlib.config import config_from_dict
+from cxrlib.data import pair_cache, phash
 from cxrlib.data.splits import (
     SPLIT_COLUMNS,
     assign_folds,
@@ -321,6 +322,13 @@ def test_build_splits_end_to_end(tmp_path, monkeypatch):
     assert result.quality["path"].tolist() == [str(bad)]
     assert result.dropped == {"bacterial_pneumonia": 3}
     assert result.audit.ok and result.data_root == str(tmp_path / "root")
+    assert len(list((tmp_path / "cache" / pair_cache.FOLDER).glob("*.npz"))) == 1  # groups' pairs, all 47 images
+    searched: list[int] = []
+    search = phash.scored_pairs
+    monkeypatch.setattr(phash, "scored_pairs", lambda hashes: searched.append(len(hashes)) or search(hashes))
+    again = build_splits(cfg, "t", data_root=tmp_path / "root")
+    assert again.splits.equals(result.splits)
+    assert searched == [44]  # only the audit of the task's images; the groups came from the cache
     with pytest.raises(ConfigError):
         build_splits(cfg, "nope")
 
