@@ -237,7 +237,10 @@ def evaluable_external(run_dir: str | os.PathLike, task: str, cfg, root: str | o
     counts["excluded_near_duplicate"] = int(((overlap == "near_duplicate") & narrow).sum())
     counts["excluded_same_patient"] = int(((overlap == "same_patient") & narrow).sum())
     frame = frame[overlap == ""].reset_index(drop=True)
-    frame["group"] = assign_groups(frame, cfg.data.near_duplicate_threshold, cfg.data.cache_dir).to_numpy() if len(frame) else []
+    if len(frame):
+        frame["group"] = assign_groups(frame, cfg.data.near_duplicate_threshold, cfg.data.cache_dir).to_numpy()
+    else:
+        frame["group"] = []
     counts["evaluated"] = int((frame["analysis"] == "narrow").sum())
     if counts["evaluated"] == 0:
         raise DataError(f"{root}: all {int((overlap[narrow] != '').sum())} task images are also in the training "
