@@ -22,7 +22,8 @@ def resolve_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
 
 
 #: On CPU, channels_last pays from this crop size on (oneDNN convolutions; resnet18 on 2 idle cores: a bare
-#: training step 1.4x faster at 112 px, an epoch 1.07x at 112 and 128 px, slower at 64 px; bench/train_speed.py).
+#: training step up to 1.4x faster at 112 px; a whole epoch against a plain loop on the same in-memory images
+#: 1.05-1.07x at 112 and 128 px, slower at 64 px: bench/train_speed.py's compute_ratio).
 CPU_CHANNELS_LAST_FROM = 96
 
 
