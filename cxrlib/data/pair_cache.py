@@ -7,18 +7,20 @@ fingerprints. The threshold is applied by the caller, so one entry serves every 
 
 An unreadable or damaged entry is a miss: the pairs are recomputed, the file rewritten and a warning names it;
 a cache that cannot be written only costs a warning. Entries are written to a temporary file beside the target
-and renamed onto it (``io.atomic_path``), so jobs running at once that compute the same key each write a
-whole, identical file and readers never see a partial one: the last rename wins.
+and renamed onto it (``io.atomic_path``), so readers never see a partial one; a lock file beside the entry
+(``filelock``) makes a job that asks for pairs another job is computing wait for them instead of searching too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 
 from .. import io
 from . import align, phash
@@ -59,6 +61,29 @@ def cached_scored_pairs(hashes, cache_dir: str | os.PathLike | None = None
     if cache_dir is None:
         return phash.scored_pairs(hashes)
     path = cache_path(cache_dir, hashes)
+    with _computing(path):
+        return _read_or_compute(path, hashes)
+
+
+@contextlib.contextmanager
+def _computing(path: Path):
+    """Hold ``<key>.lock`` while the pairs are read or computed, so that a job starting the same search while
+    another runs it waits and reads its result. Without a writable cache folder: no lock (each computes)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path.with_suffix(".lock")))
+        lock.acquire()
+    except OSError as exc:
+        log.warning("%s: cannot lock the near-duplicate pair cache (%s)", path, exc)
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _read_or_compute(path: Path, hashes: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if path.exists():
         try:
             return _read(path, len(hashes))

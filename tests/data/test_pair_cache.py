@@ -141,4 +141,27 @@ def test_assign_groups_reads_the_cache_only_when_given_a_folder(hashes, tmp_path
     assert calls == [n, n]
     assert plain.equals(cold) and plain.equals(warm)
     assert strict.nunique() > plain.nunique() and strict.equals(assign_groups(frame, 0.99999))
-    assert len(list((tmp_path / pair_cache.FOLDER).iterdir())) == 1
+    assert len(list((tmp_path / pair_cache.FOLDER).glob("*.npz"))) == 1  # (and its lock file)
+
+
+def test_a_job_asking_while_another_computes_waits_and_reads_its_result(hashes, tmp_path, calls):
+    import threading
+
+    from filelock import FileLock
+
+    path = cache_path(tmp_path, hashes)
+    path.parent.mkdir(parents=True)
+    other_job = FileLock(str(path.with_suffix(".lock")))
+    other_job.acquire()  # another job is searching these fingerprints
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(cached_scored_pairs(hashes, tmp_path)))
+    waiter.start()
+    waiter.join(0.5)
+    assert waiter.is_alive() and not got  # it waits instead of searching too
+    cached_scored_pairs(hashes, tmp_path / "elsewhere")  # the other job's search ...
+    (tmp_path / "elsewhere" / pair_cache.FOLDER / path.name).replace(path)  # ... and its write
+    calls.clear()
+    other_job.release()
+    waiter.join(30)
+    same(got[0], phash.scored_pairs(hashes))
+    assert calls == [len(hashes)]  # only the oracle just above: the waiting job read the file
