@@ -69,6 +69,15 @@ def preload(jobs: Sequence[Job]) -> None:
         importlib.import_module(module)
 
 
+#: With several jobs at once, ready jobs start in this order of kinds (then in table order): what others wait on,
+#: then the longest, so that short jobs fill the end instead of one long job running on alone.
+START_ORDER = ("explore", "splits", "controls", "train", "gradcam", "evaluate", "summary")
+
+
+def start_priority(job: Job) -> int:
+    return START_ORDER.index(job.kind) if job.kind in START_ORDER else len(START_ORDER)
+
+
 def thread_share(ncores: int, parallel: int, alone: bool) -> int | None:
     """CPU threads for a job starting now: None (the libraries' default) when one job runs at a time; all
     cores for a job that starts with no other running or starting, else an equal share. A job keeps its share
@@ -179,7 +188,7 @@ def run_jobs(jobs: Sequence[Job], ctx: JobContext, selected: Sequence[int] | Non
 
     def step_pending() -> None:
         starting: list[Job] = []
-        for job in list(pending):
+        for job in sorted(pending, key=start_priority) if parallel > 1 else list(pending):
             reason = blocker(job)
             if reason == "wait":
                 continue

@@ -18,7 +18,8 @@ from cxrlib.config import load_config
 from cxrlib.runner import cli, steps
 from cxrlib.runner.execute import JobContext, job_env
 from cxrlib.runner.jobs import Job, RunSpec, build_jobs, check_table, is_stale, stage_ranges
-from cxrlib.runner.schedule import DONE, FAILED, SKIPPED, UPTODATE, RunResult, run_jobs, thread_share
+from cxrlib.runner.schedule import (DONE, FAILED, SKIPPED, START_ORDER, UPTODATE, RunResult, run_jobs,
+                                    start_priority, thread_share)
 from cxrlib.runner import state
 from cxrlib.runner.state import RunRecord, params_diff
 
@@ -321,6 +322,21 @@ def test_parallel_gives_a_job_that_starts_alone_every_core_and_sets_torchs_pool(
         [str(max(1, cores // 2))] * 2
     assert thread_share(8, 1, alone=False) is None and thread_share(8, 3, alone=False) == 2
     assert thread_share(8, 3, alone=True) == 8 and thread_share(2, 4, alone=False) == 1
+
+
+def test_parallel_starts_long_jobs_first_so_short_ones_fill_the_end(tmp_path):
+    ctx = ctx_for(tmp_path)
+
+    def job(jid, kind, depends=()):
+        return Job(id=jid, kind=kind, stage=0, outputs=(f"{jid}/out0.json",), depends=tuple(depends), steps=(nap,))
+
+    jobs = [job("splits", "splits"), *(job(f"train{k}", "train", ["splits"]) for k in range(4)),
+            job("gradcam", "gradcam", [f"train{k}" for k in range(4)]), job("controls", "controls", ["train0"])]
+    assert run(jobs, ctx, parallel=2).ok
+    order = (ctx.run_dir / "order.txt").read_text().split()
+    # controls is ready when train0 and train1 end: it starts beside train2, before train3 (table order: after)
+    assert order.index("controls") < order.index("train3")
+    assert [start_priority(j) for j in jobs[:2]] == [1, 3] and start_priority(pyjob("x")) == len(START_ORDER)
 
 
 def test_sigterm_stops_the_run_and_records_the_running_job(tmp_path):
