@@ -94,7 +94,7 @@ def load_fold(study: Study) -> FoldData:
 def train_cfg(**changes):
     cfg = load_config(REPO / "params" / "cpu.yaml", ["train.device=cpu"]).train
     return dataclasses.replace(cfg, image_size=SIZE, batch_size=BATCH, optimizer="sgd", lr=0.01,
-                               scheduler="none", patience=100, **changes)
+                               scheduler="none", patience=100, progressive_from=0, **changes)  # one fixed size
 
 
 def cxrlib_run(epochs: int, freeze: str, data) -> float:
