@@ -28,6 +28,11 @@ def plot_history(history: pd.DataFrame, best_epoch: int | None = None, title: st
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
+    sizes = history["image_size"].dropna().astype(int) if "image_size" in history.columns else pd.Series([], dtype=int)
+    if sizes.nunique() > 1:  # progressive resizing: say so, the early validation (full size) lags because of it
+        note = (f"training crops {sizes.iloc[0]} \u2192 {sizes.iloc[-1]} px "
+                "(progressive resizing; validation at full size)")
+        title = f"{title}: {note}" if title else note
     if title:
         fig.suptitle(title)
     return fig

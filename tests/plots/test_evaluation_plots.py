@@ -73,3 +73,15 @@ def test_reliability_title_shows_ece():
     m = ev.score_predictions(preds, MULTICLASS)
     fig = plots.plot_reliability(preds, MULTICLASS)
     assert f"ECE = {m['ece']:.3f}" in fig.axes[0].get_title()
+
+
+def test_a_fold_curve_says_when_the_training_crops_grew():
+    from cxrlib.plots.training import plot_history
+
+    h = history(0)
+    assert plot_history(h, title="fold 0")._suptitle.get_text() == "fold 0"  # no sizes recorded: title as given
+    h["image_size"] = [64 + 8 * i for i in range(len(h))]
+    text = plot_history(h, title="fold 0")._suptitle.get_text()
+    assert "training crops 64 \u2192" in text and "progressive resizing" in text
+    h["image_size"] = 112
+    assert plot_history(h)._suptitle is None  # one size: nothing to say
