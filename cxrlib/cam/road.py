@@ -55,7 +55,10 @@ def road_by_percentile(
     """
     if len(targets) != len(inputs) or len(cams) != len(inputs):
         raise ValueError("road_scores: inputs, cams and targets must have one entry per image")
-    from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostRelevantFirst  # slow import
+    from pytorch_grad_cam.metrics.perturbation_confidence import (  # slow import
+        PerturbationConfidenceMetric, RemoveLeastRelevantFirst, RemoveMostRelevantFirst)
+
+    from .imputer import FastLinearImputer
 
     ranked = rank_maps(cams, seed)
     callables = [ClassProbability(int(t)) for t in targets]
@@ -67,8 +70,11 @@ def road_by_percentile(
         with torch.no_grad():
             x = inputs.detach().to(next(model.parameters()).device)
             for j, p in enumerate(percentiles):
-                lerf = ROADLeastRelevantFirst(p)(x, ranked, callables, model)
-                morf = ROADMostRelevantFirst(p)(x, ranked, callables, model)
+                # the library's ROADLeastRelevantFirst / ROADMostRelevantFirst with a faster, identical imputer
+                lerf = PerturbationConfidenceMetric(RemoveLeastRelevantFirst(p, FastLinearImputer()))(
+                    x, ranked, callables, model)
+                morf = PerturbationConfidenceMetric(RemoveMostRelevantFirst(p, FastLinearImputer()))(
+                    x, ranked, callables, model)
                 out[:, j] = (np.asarray(lerf, dtype=np.float64) - np.asarray(morf, dtype=np.float64)).reshape(-1) / 2
     return out
 

@@ -7,6 +7,8 @@ import torch
 from pytorch_grad_cam.metrics.perturbation_confidence import RemoveLeastRelevantFirst, RemoveMostRelevantFirst
 
 from cxrlib.cam.road import rank_maps, road_by_percentile
+from cxrlib.cam.targets import ClassProbability
+from cxrlib.models import build_model
 from cxrlib.cam.road import road_scores
 from cxrlib.cam.stats import mean_interval, road_per_percentile, shortcut_summary
 
@@ -128,3 +130,45 @@ def test_read_cam_stats_carries_the_road_table_to_the_summary(tmp_path):
     back = read_cam_stats(tmp_path, "multiclass")
     summary = shortcut_summary(back)  # as the summary page calls it
     assert summary.loc["a", "road_n"] == 4 and summary.loc["a", "road_cam"] == pytest.approx(0.15)
+
+
+def test_fast_imputer_builds_the_librarys_system_and_fills_identically():
+    from pytorch_grad_cam.metrics.road import NoisyLinearImputer, neighbors_weights
+    from scipy.sparse import csc_matrix
+
+    from cxrlib.cam.imputer import FastLinearImputer, linear_system
+
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(3, 23, 17)).astype(np.float32)
+    blob = np.ones((23, 17), dtype=np.float32)
+    blob[:9, :6] = 0  # a removed corner region (touches two borders) ...
+    for mask in (blob, (rng.random((23, 17)) > 0.6).astype(np.float32)):  # ... and scattered pixels
+        a, b = linear_system(mask, img)
+        a_lib, b_lib = NoisyLinearImputer.setup_sparse_system(mask, img, neighbors_weights)
+        a_lib = csc_matrix(a_lib)
+        assert a.shape == a_lib.shape and (a != a_lib).nnz == 0 and np.array_equal(b, b_lib)
+        assert np.array_equal(a.indptr, a_lib.indptr) and np.array_equal(a.indices, a_lib.indices)
+        torch.manual_seed(3)
+        ours = FastLinearImputer()(torch.from_numpy(img), torch.from_numpy(mask))
+        torch.manual_seed(3)
+        theirs = NoisyLinearImputer()(torch.from_numpy(img), torch.from_numpy(mask))
+        assert torch.equal(ours, theirs)
+
+
+def test_road_with_the_fast_imputer_equals_the_librarys_road():
+    from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostRelevantFirst
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", 3).eval()
+    x = torch.randn(3, 3, 32, 32)
+    cams = np.random.default_rng(1).random((3, 32, 32)).astype(np.float32)
+    ours = road_by_percentile(model, x, cams, [0, 1, 2], percentiles=(20, 80), seed=5)
+    ranked, targets = rank_maps(cams, 5), [ClassProbability(t) for t in (0, 1, 2)]
+    expected = []
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(5)
+        for p in (20, 80):
+            lerf = ROADLeastRelevantFirst(p)(x, ranked, targets, model)
+            morf = ROADMostRelevantFirst(p)(x, ranked, targets, model)
+            expected.append((np.asarray(lerf, dtype=np.float64) - np.asarray(morf, dtype=np.float64)).reshape(-1) / 2)
+    np.testing.assert_allclose(ours, np.stack(expected, axis=1), rtol=0, atol=1e-6)
