@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as nnf
 from pytorch_grad_cam.metrics.road import NoisyLinearImputer

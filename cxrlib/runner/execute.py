@@ -166,6 +166,15 @@ def describe_exit(exitcode: int | None) -> str:
     return f"worker process exited with code {exitcode} without reporting"
 
 
+def thread_share(ncores: int, parallel: int, alone: bool) -> int | None:
+    """CPU threads for a job starting now: None (the libraries' default) when one job runs at a time; all
+    cores for a job that starts with no other running or starting, else an equal share. A job keeps its share
+    to the end, so one that started alone can overlap with the next by up to ``ncores // parallel`` threads."""
+    if parallel == 1:
+        return None
+    return ncores if alone else max(1, ncores // parallel)
+
+
 def job_env(slot: int, parallel: int, gpus: Sequence[str], cores: int, threads: int | None = None) -> dict[str, str]:
     """Environment for the job in worker ``slot``: one GPU per slot (round robin), and with several jobs at once
     ``threads`` CPU threads (default: an equal share of ``cores``)."""
@@ -173,7 +182,7 @@ def job_env(slot: int, parallel: int, gpus: Sequence[str], cores: int, threads: 
     if parallel > 1 and gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
     if parallel > 1:
-        n = str(threads or max(1, cores // parallel))
+        n = str(threads or thread_share(cores, parallel, alone=False))
         env.update(OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, CXR_THREADS=n)
     return env
 

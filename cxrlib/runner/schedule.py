@@ -18,7 +18,8 @@ from typing import Sequence
 
 from ..cores import usable_cores
 from ..layout import RunLayout
-from .execute import JobContext, Worker, clean_temps, collect, export_html, html_path, job_env, remove_outputs, spawn_job
+from .execute import (JobContext, Worker, clean_temps, collect, export_html, html_path, job_env, remove_outputs,
+                      spawn_job, thread_share)
 from .jobs import Job, is_complete, is_stale, missing_outputs
 from .state import RunRecord, now
 
@@ -76,15 +77,6 @@ START_ORDER = ("explore", "splits", "controls", "train", "gradcam", "evaluate", 
 
 def start_priority(job: Job) -> int:
     return START_ORDER.index(job.kind) if job.kind in START_ORDER else len(START_ORDER)
-
-
-def thread_share(ncores: int, parallel: int, alone: bool) -> int | None:
-    """CPU threads for a job starting now: None (the libraries' default) when one job runs at a time; all
-    cores for a job that starts with no other running or starting, else an equal share. A job keeps its share
-    to the end, so one that started alone can overlap with the next by up to ``ncores // parallel`` threads."""
-    if parallel == 1:
-        return None
-    return ncores if alone else max(1, ncores // parallel)
 
 
 def log_path(job: Job, run_dir: Path) -> Path:

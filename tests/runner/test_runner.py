@@ -16,10 +16,10 @@ import pytest
 from cxrlib import io
 from cxrlib.config import load_config
 from cxrlib.runner import cli, steps
-from cxrlib.runner.execute import JobContext, job_env
+from cxrlib.runner.execute import JobContext, job_env, thread_share
 from cxrlib.runner.jobs import Job, RunSpec, build_jobs, check_table, is_stale, stage_ranges
 from cxrlib.runner.schedule import (DONE, FAILED, SKIPPED, START_ORDER, UPTODATE, RunResult, run_jobs,
-                                    start_priority, thread_share)
+                                    start_priority)
 from cxrlib.runner import state
 from cxrlib.runner.state import RunRecord, params_diff
 
