@@ -1,6 +1,7 @@
 """Training speed of cxrlib vs a plain torchvision loop, side by side in one process (CPU).
 
-Same model (resnet18), batch 32, crop size and images (256 synthetic 256x256 grayscale PNGs to train on, 32 to
+Each side runs in a python process of its own (cxrlib's training sets process-wide state: train.retain_memory),
+measurements interleaved. Same model (resnet18), batch 32, crop size and images (256 synthetic 256x256 grayscale PNGs to train on, 32 to
 validate; ImageNet normalisation, random crop + flip) on both sides; runs interleaved, best of three, one epoch
 with its validation pass, at the CPU profile's crop size (params/cpu.yaml: 112 px crops of 128 px images) and at
 64 and 128 px (images of size * 9 // 8 px, the profiles' ratio).
@@ -22,6 +23,7 @@ Usage: python bench/train_speed.py
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing as mp
 import subprocess
 import sys
 import tempfile
@@ -198,27 +200,77 @@ def peak_rss_of_cpu_fold() -> str:
     return [line for line in proc.stdout.splitlines() if line.startswith("peak_rss_mb=")][-1]
 
 
+_FOLDS: dict[int, FoldData] = {}
+
+
+def _fold_in_memory(size: int, study: Study) -> FoldData:
+    if size not in _FOLDS:
+        use_size(size)
+        _FOLDS[size] = load_fold(study)
+    return _FOLDS[size]
+
+
+def measure(kind: str, size: int, study: Study) -> float:
+    """One measurement (training images/s) of ``kind`` at ``size`` px, in this process."""
+    use_size(size)
+    if kind == "cxr_full":
+        return cxrlib_run(1, "none", lambda: load_fold(study))
+    if kind == "cxr_mem":
+        return cxrlib_run(1, "none", _fold_in_memory(size, study))
+    if kind == "cxr_frozen":
+        return cxrlib_run(FROZEN_EPOCHS, "backbone", _fold_in_memory(size, study))
+    if kind in ("book0", "book2"):
+        return plain_run(1, False, textbook_sets(study), workers=int(kind[-1]))
+    if kind == "plain_mem":
+        return plain_run(1, False, in_memory_sets(_fold_in_memory(size, study)))
+    if kind == "plain_frozen":
+        return plain_run(FROZEN_EPOCHS, True, in_memory_sets(_fold_in_memory(size, study)))
+    raise ValueError(kind)
+
+
+def _serve(conn) -> None:
+    while (request := conn.recv()) is not None:
+        conn.send(measure(*request))
+
+
+class Side:
+    """A python process of its own for one side of the comparison: cxrlib's training sets process-wide state
+    (its allocator setting, train.retain_memory) that must not leak into the plain loop's measurements."""
+
+    def __init__(self):
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(child,))  # not daemonic: DataLoader workers
+        self.proc.start()
+
+    def __call__(self, kind: str, size: int, study: Study) -> float:
+        self.conn.send((kind, size, study))
+        return self.conn.recv()
+
+    def close(self) -> None:
+        self.conn.send(None)
+        self.proc.join()
+
+
 def main() -> None:
     profile = load_config(REPO / "params" / "cpu.yaml").train.image_size
     print(f"CPU threads: {torch.get_num_threads()}; resnet18, batch {BATCH}, {N_TRAIN} train + {N_VAL} val "
-          f"synthetic {SOURCE_PX}x{SOURCE_PX} grayscale PNGs; crops of size * 9 // 8 px images", flush=True)
+          f"synthetic {SOURCE_PX}x{SOURCE_PX} grayscale PNGs; crops of size * 9 // 8 px images; each side in "
+          f"a process of its own", flush=True)
     full, compute = {}, {}
+    cxr, plain = Side(), Side()
     with tempfile.TemporaryDirectory() as tmp:
         study = write_pngs(Path(tmp))
         for size in sorted({64, 128, profile}):
             use_size(size)
             tick = time.perf_counter()
-            in_memory = load_fold(study)  # builds the cache (decode + resize); later reads hit it
+            load_fold(study)  # builds the cache (decode + resize); later reads hit it
             print(f"{size} px crops of {RESIZE} px: cxrlib's image cache built in {time.perf_counter() - tick:.2f} s "
                   f"(decode + resize of {len(study.paths)} PNGs, once per study)", flush=True)
-            mem_sets, book_sets = in_memory_sets(in_memory), textbook_sets(study)
             runs: dict[str, list[float]] = {k: [] for k in ("cxr_full", "book0", "book2", "cxr_mem", "plain_mem")}
             for _ in range(3):  # interleaved, best of three: the machine may be shared
-                runs["cxr_full"].append(cxrlib_run(1, "none", lambda: load_fold(study)))
-                runs["book0"].append(plain_run(1, False, book_sets, workers=0))
-                runs["book2"].append(plain_run(1, False, book_sets, workers=2))
-                runs["cxr_mem"].append(cxrlib_run(1, "none", in_memory))
-                runs["plain_mem"].append(plain_run(1, False, mem_sets))
+                for kind in runs:
+                    runs[kind].append((cxr if kind.startswith("cxr") else plain)(kind, size, study))
             best = {k: max(v) for k, v in runs.items()}
             full[size] = best["cxr_full"] / max(best["book0"], best["book2"])
             compute[size] = best["cxr_mem"] / best["plain_mem"]
@@ -227,10 +279,10 @@ def main() -> None:
                   f"2: {best['book2']:.1f})   full_ratio_{size}={full[size]:.2f}", flush=True)
             print(f"  compute {size:3d} px: cxrlib {best['cxr_mem']:6.1f} img/s   plain in memory "
                   f"{best['plain_mem']:6.1f} img/s   compute_ratio_{size}={compute[size]:.2f}", flush=True)
-        use_size(64)
-        frozen_data = load_fold(study)
-    cxr_frozen = cxrlib_run(FROZEN_EPOCHS, "backbone", frozen_data)
-    plain_frozen = plain_run(FROZEN_EPOCHS, True, in_memory_sets(frozen_data))
+        frozen = [(cxr("cxr_frozen", 64, study), plain("plain_frozen", 64, study)) for _ in range(3)]
+        cxr_frozen, plain_frozen = max(f[0] for f in frozen), max(f[1] for f in frozen)
+    cxr.close()
+    plain.close()
     print(f"frozen: cxrlib {cxr_frozen:7.1f} img/s   plain {plain_frozen:7.1f} img/s "
           f"({FROZEN_EPOCHS} epochs, feature cache vs backbone forward every epoch)", flush=True)
     print(f"cpu.yaml fold (synthetic, 1 epoch): {peak_rss_of_cpu_fold()}", flush=True)

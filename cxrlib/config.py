@@ -80,6 +80,8 @@ class TrainConfig:
     progressive_from: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     num_workers: int = 0
+    # keep freed memory for reuse (glibc malloc; process-wide): ~12 % faster CPU steps, resident memory stays at its peak
+    retain_memory: bool = True
     seed: int = 0
     deterministic: bool = False  # GPU: deterministic cuDNN/algorithms (slower); recorded in train.json
 

@@ -15,6 +15,7 @@ from ..device import use_channels_last
 from ..errors import CxrError
 from ..layout import FoldLayout
 from ..models import unwrap
+from .allocator import retain_freed_memory
 from .checkpoint import Checkpointer, Progress
 from .distributed import Dist
 from .epoch import EpochRunner, epoch_image_size, head_of
@@ -56,6 +57,8 @@ def fit(model: nn.Module, data: FoldData, t: TrainConfig, fold: Optional[FoldLay
     resumes from an existing last checkpoint. ``callback(row)`` runs after each epoch's artifacts.
     """
     start_time = time.perf_counter()
+    if t.retain_memory:
+        retain_freed_memory()
     model.to(device)
     if use_channels_last(device, t.image_size, t.memory_format):
         model.to(memory_format=torch.channels_last)
