@@ -10,6 +10,10 @@ returns the correlation there.
 
 from __future__ import annotations
 
+import multiprocessing
+import sys
+from concurrent.futures import ProcessPoolExecutor
+
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
@@ -20,7 +24,7 @@ COARSE_ITERATIONS = 10
 FINE_ITERATIONS = 4
 OUTLIERS = 0.05  # share of cells left out of the fit and of the final correlation
 REFINE = 0.985  # coarse aligned correlation from which a pair is aligned at full resolution
-CHUNK = 512  # pairs per batch (memory ~ CHUNK x cells x 8 floats)
+CHUNK = 128  # pairs per batch: its ~CHUNK x cells x 8 floats stay in a core's cache (512: 1.4x slower)
 
 
 def _points(grid: int, step: int) -> tuple[np.ndarray, np.ndarray]:
@@ -129,16 +133,41 @@ def smoothed(grids: np.ndarray, side: int) -> np.ndarray:
     return gaussian_filter(out, sigma=(0, SMOOTH, SMOOTH), mode="nearest")
 
 
-def aligned_correlation(grids: np.ndarray, i: np.ndarray, j: np.ndarray, mirror: np.ndarray) -> np.ndarray:
+def aligned_correlation(grids: np.ndarray, i: np.ndarray, j: np.ndarray, mirror: np.ndarray,
+                        workers: int = 1) -> np.ndarray:
     """Correlation of pair (i[k], j[k]) of ``grids`` (N, G, G, smoothed) after aligning j (flipped where
     ``mirror``) onto i's central region.
 
     Coarse to fine: ``COARSE_ITERATIONS`` on 2 x 2 pooled grids for every pair, then ``FINE_ITERATIONS`` at
     full resolution for pairs that already reach ``REFINE`` (the others keep their coarse correlation).
+    With ``workers`` > 1 (Linux), contiguous runs of batches go to that many forked processes; each batch is
+    computed exactly as alone, so the scores do not depend on ``workers``.
     """
-    out = np.empty(len(i), dtype=np.float32)
     half = pooled_grids(grids)
-    for s in range(0, len(i), CHUNK):
+    starts = list(range(0, len(i), CHUNK))
+    if workers <= 1 or len(starts) < 2 or not sys.platform.startswith("linux"):
+        return _aligned_batches(grids, half, i, j, mirror, starts)
+    global _SHARED
+    _SHARED = (grids, half, i, j, mirror)  # inherited by the forked workers, not pickled
+    runs = [list(run) for run in np.array_split(np.asarray(starts), min(workers, len(starts)))]
+    try:
+        with ProcessPoolExecutor(len(runs), mp_context=multiprocessing.get_context("fork")) as pool:
+            return np.concatenate(list(pool.map(_shared_batches, runs)))
+    finally:
+        _SHARED = None
+
+
+_SHARED = None
+
+
+def _shared_batches(starts: list[int]) -> np.ndarray:
+    return _aligned_batches(*_SHARED, starts)
+
+
+def _aligned_batches(grids, half, i, j, mirror, starts) -> np.ndarray:
+    out = np.empty(sum(len(i[s : s + CHUNK]) for s in starts), dtype=np.float32)
+    at = 0
+    for s in starts:
         ii, jj, mm = i[s : s + CHUNK], j[s : s + CHUNK], mirror[s : s + CHUNK]
         flip = mm[:, None, None]
         hj = half[jj]
@@ -149,5 +178,6 @@ def aligned_correlation(grids: np.ndarray, i: np.ndarray, j: np.ndarray, mirror:
             params[:, 4:] *= 2  # shifts in full-resolution cells
             gj = grids[jj[fine]]
             corr[fine], _ = _align_batch(grids[ii[fine]], np.where(flip[fine], gj[:, :, ::-1], gj), params, FINE_ITERATIONS)
-        out[s : s + CHUNK] = corr
+        out[at : at + len(ii)] = corr
+        at += len(ii)
     return out

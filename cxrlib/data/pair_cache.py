@@ -23,6 +23,7 @@ import numpy as np
 from filelock import FileLock
 
 from .. import io
+from ..cores import cpu_budget
 from . import align, phash
 
 VERSION = 1  # bump when phash / align change results in a way their constants below do not show
@@ -59,7 +60,7 @@ def cached_scored_pairs(hashes, cache_dir: str | os.PathLike | None = None
     """``phash.scored_pairs(hashes)``, read from / stored in ``cache_dir`` (None: computed, no cache)."""
     hashes = list(hashes)
     if cache_dir is None:
-        return phash.scored_pairs(hashes)
+        return phash.scored_pairs(hashes, workers=cpu_budget())
     path = cache_path(cache_dir, hashes)
     with _computing(path):
         return _read_or_compute(path, hashes)
@@ -89,7 +90,7 @@ def _read_or_compute(path: Path, hashes: list[str]) -> tuple[np.ndarray, np.ndar
             return _read(path, len(hashes))
         except Exception as exc:  # any damage (truncated zip, wrong arrays, ...) is a miss, never a failure
             log.warning("%s: unreadable near-duplicate pair cache (%s); recomputing it", path, exc)
-    i, j, score = phash.scored_pairs(hashes)
+    i, j, score = phash.scored_pairs(hashes, workers=cpu_budget())
     try:
         with io.atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a path

@@ -199,11 +199,12 @@ def candidate_pairs(views: np.ndarray, chunk: int = 64) -> tuple[np.ndarray, np.
     return i, j, flipped > plain
 
 
-def scored_pairs(hashes, chunk: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Candidate pairs (i < j) and their correlation once lined up (``align.aligned_correlation``)."""
+def scored_pairs(hashes, chunk: int = 64, workers: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate pairs (i < j) and their correlation once lined up (``align.aligned_correlation``, in
+    ``workers`` processes)."""
     grids = fingerprint_grids(hashes)
     i, j, flip = candidate_pairs(fingerprint_views(None, grids), chunk)
-    score = aligned_correlation(smoothed(grids, GRID), i, j, flip)
+    score = aligned_correlation(smoothed(grids, GRID), i, j, flip, workers)
     return i, j, score
 
 

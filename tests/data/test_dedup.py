@@ -87,6 +87,19 @@ def test_alignment_lines_up_shifted_scaled_rotated_copies():
     assert (score[:2] >= THRESHOLD).all() and score[2] < THRESHOLD, score
 
 
+def test_alignment_in_worker_processes_scores_as_alone(monkeypatch):
+    from cxrlib.data import align
+
+    hashes = [fingerprint(smooth_image(s, 64)) for s in range(12)]
+    grids = smoothed(fingerprint_grids(hashes), GRID)
+    i, j = np.triu_indices(len(hashes), 1)
+    mirror = (i + j) % 3 == 0
+    monkeypatch.setattr(align, "CHUNK", 5)  # 66 pairs: 14 batches, split over the workers
+    alone = aligned_correlation(grids, i, j, mirror)
+    assert np.array_equal(aligned_correlation(grids, i, j, mirror, workers=3), alone)
+    assert align._SHARED is None  # the arrays handed to the forked workers are released
+
+
 def test_pad_around_an_own_frame_is_trimmed():
     g = np.pad(smooth_image(7, 200), ((0, 0), (12, 0)), constant_values=0)  # the image's own black frame
     padded = np.pad(g, ((6, 4), (5, 8)), constant_values=255)  # a white pad around it

@@ -325,7 +325,7 @@ def test_build_splits_end_to_end(tmp_path, monkeypatch):
     assert len(list((tmp_path / "cache" / pair_cache.FOLDER).glob("*.npz"))) == 1  # groups' pairs, all 47 images
     searched: list[int] = []
     search = phash.scored_pairs
-    monkeypatch.setattr(phash, "scored_pairs", lambda hashes: searched.append(len(hashes)) or search(hashes))
+    monkeypatch.setattr(phash, "scored_pairs", lambda hashes, **kw: searched.append(len(hashes)) or search(hashes, **kw))
     again = build_splits(cfg, "t", data_root=tmp_path / "root")
     assert again.splits.equals(result.splits)
     assert searched == [44]  # only the audit of the task's images; the groups came from the cache
