@@ -1,4 +1,5 @@
-"""Submit the job table to a cluster through submitit: one array per stage, stages chained by dependencies.
+"""Submit the job table to a cluster through submitit: an array per stage (per wave, where a job depends on
+another of its stage), arrays chained by dependencies.
 
 Each submitted task runs ``python -m cxrlib.runner <same arguments> --job-index I``, so a cluster job does exactly
 what a local run does for job I (papermill, python steps, ``run.json`` under its file lock). Jobs whose outputs
@@ -86,19 +87,30 @@ def make_executor(kind: str, run_dir: Path, options: ClusterOptions):
     return executor
 
 
+def waves(jobs: Sequence[Job], todo: Sequence[int]) -> list[tuple[int, list[int]]]:
+    """``todo`` as (stage, indices) arrays in submission order: each stage split into waves, a job one wave
+    after the latest of its dependencies in the same stage (the first task's splits before the others')."""
+    index = {job.id: i for i, job in enumerate(jobs)}
+    wave: dict[int, int] = {}
+    for i in sorted(todo):  # dependencies are listed before their dependants
+        same = [index[d] for d in jobs[i].depends if d in index and jobs[index[d]].stage == jobs[i].stage]
+        wave[i] = 1 + max((wave[d] for d in same if d in wave), default=-1)
+    keys = sorted({(jobs[i].stage, wave[i]) for i in todo})
+    return [(stage, [i for i in sorted(todo) if (jobs[i].stage, wave[i]) == (stage, w)]) for stage, w in keys]
+
+
 def submit(jobs: Sequence[Job], todo: Sequence[int], argv: Sequence[str], executor, wait_each_stage: bool,
            echo: Callable[[str], None] = print) -> Submission:
-    """Submit the ``todo`` jobs stage by stage (an array each).
+    """Submit the ``todo`` jobs stage by stage (an array per wave of a stage, see :func:`waves`).
 
-    With ``wait_each_stage`` (no scheduler dependencies) a stage is submitted once the previous one has ended;
-    otherwise each stage depends on the previous stage's tasks (``afterok``; the summary ``afterany``).
+    With ``wait_each_stage`` (no scheduler dependencies) an array is submitted once the previous one has ended;
+    otherwise each array depends on the previous array's tasks (``afterok``; the summary ``afterany``).
     """
     import submitit
 
     result = Submission()
     previous: list[Any] = []
-    for stage in sorted({jobs[i].stage for i in todo}):
-        indices = [i for i in todo if jobs[i].stage == stage]
+    for stage, indices in waves(jobs, todo):
         if previous and not wait_each_stage:
             kind = "afterany" if stage == SUMMARY_STAGE else "afterok"
             executor.update_parameters(

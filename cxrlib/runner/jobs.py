@@ -1,6 +1,6 @@
 """The study's job table: a deterministic, stage-ordered list of jobs with their outputs and dependencies.
 
-Stages keep SLURM array ranges contiguous: 0 prepare (exploration, splits), 1 train folds,
+Stages keep SLURM array ranges contiguous: 0 prepare (splits, exploration), 1 train folds,
 2 evaluate + Grad-CAM, 3 shortcut controls (``controls.enabled``), 4 summary. A job is complete when all its ``outputs`` exist.
 """
 
@@ -80,19 +80,22 @@ def build_jobs(spec: RunSpec) -> list[Job]:
     rel = RunLayout("")
     common = {"params_file": spec.params_file, "overrides": list(spec.overrides)}
     explore = rel.explore_notebook.as_posix()
-    jobs: list[Job] = [
-        Job(
-            id="explore", kind="explore", stage=0, notebook=NB_EXPLORE, rendered=explore,
-            outputs=(explore,), stamp_outputs=(explore,),
-            parameters={"run_dir": run_dir, "task": spec.tasks[0], **common},
-        )
-    ]
+    # The first task's splits job scans the data and runs the near-duplicate search (its cores alone); the
+    # other tasks' splits and the exploration notebook, which groups the same images, read its caches.
+    first = f"splits:{spec.tasks[0]}"
+    jobs: list[Job] = []
     for task in spec.tasks:
         t = rel.task(task)
         jobs.append(Job(
             id=f"splits:{task}", kind="splits", stage=0, task=task, steps=(SPLITS_STEP,),
+            depends=() if task == spec.tasks[0] else (first,),
             outputs=_posix(t.splits, t.quality), stamp_outputs=_posix(t.splits),
         ))
+    jobs.append(Job(
+        id="explore", kind="explore", stage=0, notebook=NB_EXPLORE, rendered=explore, depends=(first,),
+        outputs=(explore,), stamp_outputs=(explore,),
+        parameters={"run_dir": run_dir, "task": spec.tasks[0], **common},
+    ))
     for task in spec.tasks:
         for k in spec.folds:
             f = rel.fold(task, k)

@@ -59,13 +59,18 @@ def _jobs(tmp_path):
     return build_jobs(spec)
 
 
-def test_slurm_submission_is_one_array_per_stage_chained_by_dependencies(tmp_path):
+def test_slurm_submission_is_arrays_per_stage_chained_by_dependencies(tmp_path):
     jobs = _jobs(tmp_path)
     executor = FakeExecutor()
     result = submit(jobs, list(range(len(jobs))), ["--params", "p.yaml"], executor, wait_each_stage=False,
                     echo=lambda m: None)
     stages = [sorted({jobs[i].stage for i in stage}) for stage in result.stages]
-    assert stages == [[s] for s in sorted({job.stage for job in jobs})] and len(stages) >= 4
+    # the exploration reads the splits job's caches: a second array of the prepare stage, after the first
+    assert stages == [[0], [0]] + [[s] for s in sorted({job.stage for job in jobs}) if s > 0]
+    assert [jobs[i].id for i in result.stages[0]] == ["splits:binary"]
+    assert [jobs[i].id for i in result.stages[1]] == ["explore"]
+    array_of = {jobs[i].id: a for a, stage in enumerate(result.stages) for i in stage}
+    assert all(array_of[dep] < array_of[job.id] for job in jobs for dep in job.depends)
     commands = [cmd for array, _ in executor.arrays for cmd in array]
     assert commands[0][-2:] == ["--job-index", "0"] and commands[0][1:3] == ["-m", "cxrlib.runner"]
     deps = [params.get("slurm_additional_parameters", {}).get("dependency") for _, params in executor.arrays]

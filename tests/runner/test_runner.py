@@ -14,6 +14,7 @@ import nbformat
 import pytest
 
 from cxrlib import io
+from cxrlib.allocator import RETAIN_ENV
 from cxrlib.config import load_config
 from cxrlib.runner import cli, steps
 from cxrlib.runner.execute import JobContext, job_env, thread_share
@@ -33,7 +34,7 @@ def write_outputs(job, ctx):
     """A python step: append the job id to order.txt, record the job's env, write its outputs."""
     with open(ctx.run_dir / "order.txt", "a") as fh:
         fh.write(job.id + "\n")
-    env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES")}
+    env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "MALLOC_TRIM_THRESHOLD_")}
     for rel in job.outputs:
         io.write_json(ctx.run_dir / rel, {"job": job.id, "env": env, "t": time.time()})
 
@@ -93,7 +94,9 @@ def spec(tmp_path, tasks=("multiclass", "binary"), n_folds=3):
 def test_job_table_is_deterministic_and_stage_ordered(tmp_path):
     jobs = build_jobs(spec(tmp_path))
     assert [j.id for j in jobs] == [j.id for j in build_jobs(spec(tmp_path))]
-    assert [j.id for j in jobs][:3] == ["explore", "splits:multiclass", "splits:binary"]
+    assert [j.id for j in jobs][:3] == ["splits:multiclass", "splits:binary", "explore"]
+    # the first task's splits job runs the shared scan and near-duplicate search; the rest read its caches
+    assert jobs[0].depends == () and jobs[1].depends == jobs[2].depends == ("splits:multiclass",)
     assert [j.stage for j in jobs] == sorted(j.stage for j in jobs)
     assert stage_ranges(jobs) == [("prepare", 0, 2), ("train", 3, 8), ("evaluate", 9, 12), ("controls", 13, 14),
                                   ("summary", 15, 15)]
@@ -106,7 +109,7 @@ def test_job_table_is_deterministic_and_stage_ordered(tmp_path):
     assert summary.after_failures and set(summary.depends) == {"explore", "evaluate:multiclass", "gradcam:multiclass",
                                                      "evaluate:binary", "gradcam:binary", "controls:multiclass",
                                                      "controls:binary"}
-    explore = jobs[0].parameters
+    explore = jobs[2].parameters
     # notebooks get what a reader sets; everything derived comes from the params (data.root via overrides)
     assert set(explore) == {"run_dir", "task", "params_file", "overrides"}
     assert set(jobs[-4].parameters) == {"run_dir", "task", "fold", "params_file", "overrides"}
@@ -301,6 +304,9 @@ def test_parallel_pool_overlaps_jobs_and_sets_each_jobs_env(tmp_path):
     assert sorted(e["CUDA_VISIBLE_DEVICES"] for e in envs[:2]) == ["0", "1"]
     assert job_env(0, 1, ["0", "1"], 8) == {"CXR_PROGRESS": "0"}  # one job at a time: only the tqdm bar is off
     assert job_env(3, 2, ["4", "5"], 8)["CUDA_VISIBLE_DEVICES"] == "5"
+    # train.retain_memory (default on) reaches every job: its kernels through glibc's environment variables
+    assert all(e["MALLOC_TRIM_THRESHOLD_"] == RETAIN_ENV["MALLOC_TRIM_THRESHOLD_"] for e in envs)
+    assert job_env(0, 1, [], 8, retain_memory=True).keys() >= RETAIN_ENV.keys()
 
 
 def record_torch_threads(job, ctx):
@@ -469,11 +475,11 @@ def test_cli_dry_run_lists_the_table_and_writes_nothing(cli_env, capsys):
     assert cli.main(base + ["--dry-run"]) == 0
     out = capsys.readouterr().out
     rows = [line.split() for line in out.splitlines() if line[:1].isdigit()]
-    assert [r[2] for r in rows] == ["explore", "splits:binary", "train:binary/fold0", "train:binary/fold1",
+    assert [r[2] for r in rows] == ["splits:binary", "explore", "train:binary/fold0", "train:binary/fold1",
                                     "train:binary/fold2", "evaluate:binary", "gradcam:binary", "controls:binary",
                                     "summary"]
     assert [r[0] for r in rows] == [str(i) for i in range(9)] and {r[5] for r in rows} == {"pending"}
-    assert rows[5][4] == "2,3,4" and "binary/{splits.csv,quality.csv}" in out
+    assert rows[1][4] == "0" and rows[5][4] == "2,3,4" and "binary/{splits.csv,quality.csv}" in out
     assert "stages (e.g. for sbatch --array): prepare 0-1, train 2-4, evaluate 5-6, controls 7, summary 8" in out
     assert not (tmp_path / "results").exists()
 
@@ -482,14 +488,14 @@ def test_cli_job_index_runs_exactly_one_job_and_checks_inputs(cli_env, capsys, m
     tmp_path, base = cli_env
     code = cli.main(base + ["--job-index", "2"])
     err = capsys.readouterr().err
-    assert code == 2 and "binary/splits.csv" in err and "job 1 splits:binary" in err
+    assert code == 2 and "binary/splits.csv" in err and "job 0 splits:binary" in err
 
     def fake_splits(job, ctx):
         for rel in job.outputs:
             io.write_text(ctx.run_dir / rel, "fake\n")
 
     monkeypatch.setattr(steps, "make_splits", fake_splits)
-    assert cli.main(base + ["--job-index", "1"]) == 0
+    assert cli.main(base + ["--job-index", "0"]) == 0
     run_dir = tmp_path / "results" / "r"
     data = json.loads((run_dir / "run.json").read_text())
     assert data["jobs"]["splits:binary"]["status"] == "done"
@@ -502,14 +508,14 @@ def test_cli_job_index_runs_exactly_one_job_and_checks_inputs(cli_env, capsys, m
 def test_cli_refuses_to_resume_with_other_params_unless_forced(cli_env, capsys, monkeypatch):
     tmp_path, base = cli_env
     monkeypatch.setattr(steps, "make_splits", lambda job, ctx: [io.write_text(ctx.run_dir / r, "x") for r in job.outputs])
-    assert cli.main(base + ["--job-index", "1"]) == 0
+    assert cli.main(base + ["--job-index", "0"]) == 0
     capsys.readouterr()
-    assert cli.main(base + ["--job-index", "1", "--set", "train.lr=0.5"]) == 2
+    assert cli.main(base + ["--job-index", "0", "--set", "train.lr=0.5"]) == 2
     err = capsys.readouterr().err
     assert "different params (train.lr)" in err and "--force" in err
 
     # --force redoes only what is selected, so with other params it must cover the whole run
-    for part in (["--job-index", "1"], ["--folds", "0"]):
+    for part in (["--job-index", "0"], ["--folds", "0"]):
         assert cli.main(base + part + ["--set", "train.lr=0.5", "--force"]) == 2
         err = capsys.readouterr().err
         assert "would redo only part of it" in err and "new --run NAME" in err
