@@ -71,10 +71,11 @@ def road_by_percentile(
             x = inputs.detach().to(next(model.parameters()).device)
             for j, p in enumerate(percentiles):
                 # the library's ROADLeastRelevantFirst / ROADMostRelevantFirst with a faster, identical imputer
+                # (LeRF - MoRF) needs no score of the unperturbed images: return_diff=False skips that forward
                 lerf = PerturbationConfidenceMetric(RemoveLeastRelevantFirst(p, FastLinearImputer()))(
-                    x, ranked, callables, model)
+                    x, ranked, callables, model, return_diff=False)
                 morf = PerturbationConfidenceMetric(RemoveMostRelevantFirst(p, FastLinearImputer()))(
-                    x, ranked, callables, model)
+                    x, ranked, callables, model, return_diff=False)
                 out[:, j] = (np.asarray(lerf, dtype=np.float64) - np.asarray(morf, dtype=np.float64)).reshape(-1) / 2
     return out
 

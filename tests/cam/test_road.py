@@ -132,7 +132,7 @@ def test_read_cam_stats_carries_the_road_table_to_the_summary(tmp_path):
     assert summary.loc["a", "road_n"] == 4 and summary.loc["a", "road_cam"] == pytest.approx(0.15)
 
 
-def test_fast_imputer_builds_the_librarys_system_and_fills_identically():
+def test_fast_imputer_builds_the_librarys_system_and_fills_as_it_does():
     from pytorch_grad_cam.metrics.road import NoisyLinearImputer, neighbors_weights
     from scipy.sparse import csc_matrix
 
@@ -148,11 +148,14 @@ def test_fast_imputer_builds_the_librarys_system_and_fills_identically():
         a_lib = csc_matrix(a_lib)
         assert a.shape == a_lib.shape and (a != a_lib).nnz == 0 and np.array_equal(b, b_lib)
         assert np.array_equal(a.indptr, a_lib.indptr) and np.array_equal(a.indices, a_lib.indices)
+        assert abs(a - a.T).max() == 0  # symmetric: what the symmetric-mode solve relies on
         torch.manual_seed(3)
         ours = FastLinearImputer()(torch.from_numpy(img), torch.from_numpy(mask))
         torch.manual_seed(3)
         theirs = NoisyLinearImputer()(torch.from_numpy(img), torch.from_numpy(mask))
-        assert torch.equal(ours, theirs)
+        # the same noise draws; the solves agree to rounding (float32 fills)
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+        assert torch.equal(ours[:, mask > 0.5], theirs[:, mask > 0.5])  # kept pixels untouched
 
 
 def test_road_with_the_fast_imputer_equals_the_librarys_road():
