@@ -1,10 +1,11 @@
-"""Keep freed memory for reuse during training (glibc's malloc), instead of handing it back to the OS.
+"""Keep freed memory for reuse (glibc's malloc), instead of handing it back to the OS.
 
 A training step allocates and frees the same activation and gradient buffers every time. glibc serves large
 blocks with fresh ``mmap`` pages (and trims the heap top), so each step page-faults those tens of megabytes in
 again: on 2 cores, resnet18 at 112 px and batch 32 took ~17,000 minor page faults and ~260 ms per step; with the
 freed blocks kept it takes a few hundred faults and ~230 ms (bench/train_speed.py). The price: the process's
-resident memory stays at its peak instead of shrinking between steps. ``train.retain_memory`` switches it off.
+resident memory stays at its peak instead of shrinking between steps. ``train.retain_memory`` switches it off;
+the runner applies it to every job (its kernels through :data:`RETAIN_ENV`, read by glibc at process start).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 #: glibc's ceiling for M_MMAP_THRESHOLD on 64-bit systems; blocks above it are still mapped and unmapped
 MMAP_THRESHOLD_MAX = 32 * 1024 * 1024
 _TRIM_NEVER = 2**31 - 1
+#: the same settings as environment variables, for processes started from here (glibc reads them at start)
+RETAIN_ENV = {"MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD_MAX), "MALLOC_TRIM_THRESHOLD_": str(_TRIM_NEVER)}
 
 _applied = False
 

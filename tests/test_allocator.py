@@ -11,7 +11,7 @@ FAULTS = r"""
 import resource, sys
 import numpy as np
 if sys.argv[1] == "retain":
-    from cxrlib.train.allocator import retain_freed_memory
+    from cxrlib.allocator import retain_freed_memory
     assert retain_freed_memory() and retain_freed_memory()  # applied, and idempotent
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt

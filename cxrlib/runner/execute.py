@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .. import io
+from ..allocator import RETAIN_ENV, retain_freed_memory
 from ..config import StudyConfig, load_config
 from ..errors import ArtifactError
 from .jobs import Job, Step
@@ -175,23 +176,38 @@ def thread_share(ncores: int, parallel: int, alone: bool) -> int | None:
     return ncores if alone else max(1, ncores // parallel)
 
 
-def job_env(slot: int, parallel: int, gpus: Sequence[str], cores: int, threads: int | None = None) -> dict[str, str]:
-    """Environment for the job in worker ``slot``: one GPU per slot (round robin), and with several jobs at once
-    ``threads`` CPU threads (default: an equal share of ``cores``)."""
+def job_env(slot: int, parallel: int, gpus: Sequence[str], cores: int, threads: int | None = None,
+            retain_memory: bool = False) -> dict[str, str]:
+    """Environment for the job in worker ``slot``: one GPU per slot (round robin), with several jobs at once
+    ``threads`` CPU threads (default: an equal share of ``cores``), and with ``retain_memory``
+    (``train.retain_memory``) glibc's settings that keep freed memory for reuse (``cxrlib.allocator``)."""
     env: dict[str, str] = {"CXR_PROGRESS": "0"}  # no live viewer under papermill: per-epoch log lines only
     if parallel > 1 and gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
     if parallel > 1:
         n = str(threads or thread_share(cores, parallel, alone=False))
         env.update(OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, CXR_THREADS=n)
+    if retain_memory:
+        env.update(RETAIN_ENV)
     return env
 
 
-def apply_thread_budget(env: dict[str, str]) -> None:
-    """A forked worker inherits torch's thread pool size from the runner: set it to the job's budget (kernels
-    started by papermill read OMP_NUM_THREADS themselves)."""
-    if "CXR_THREADS" in env and "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(int(env["CXR_THREADS"]))
+def apply_job_env(env: dict[str, str]) -> None:
+    """What a forked worker must set itself (kernels started by papermill read the environment at start): its
+    thread budget in torch's pool and the BLAS / OpenMP pools it inherited from the runner, and glibc's
+    settings when the job retains freed memory."""
+    if "CXR_THREADS" in env:
+        n = int(env["CXR_THREADS"])
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(n)
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover - scikit-learn brings it
+            pass
+        else:
+            threadpool_limits(limits=n)
+    if env.keys() >= RETAIN_ENV.keys():
+        retain_freed_memory()
 
 
 class _Interrupt(KeyboardInterrupt):
@@ -231,7 +247,7 @@ def _worker(job: Job, ctx: JobContext, env: dict[str, str], log_path: Path, conn
         logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True,
                             format="%(asctime)s %(name)s %(levelname)s: %(message)s")
         os.environ.update(env)
-        apply_thread_budget(env)
+        apply_job_env(env)
         print(f"== job {job.id} (pid {os.getpid()}) env {env}", file=sys.stderr, flush=True)
         execute_job(job, ctx)
         conn.send(("done", ""))
