@@ -278,7 +278,7 @@ def _check_inputs(jobs, job, run_dir: Path) -> None:
 def _row(i: int, job, jobs) -> dict:
     index = {j.id: k for k, j in enumerate(jobs)}
     return {"index": i, "id": job.id, "kind": job.kind, "depends": [index[d] for d in job.depends],
-            "outputs": list(job.outputs)}
+            "after": [index[d] for d in job.after], "outputs": list(job.outputs)}
 
 
 def compact_outputs(paths: Sequence[str]) -> str:
@@ -306,6 +306,8 @@ def format_table(jobs, run_dir: Path, selected: Sequence[int]) -> str:
         deps = ",".join(str(index[d]) for d in job.depends)
         if len(deps) > 24:
             deps = f"{index[job.depends[0]]}..{index[job.depends[-1]]}"
+        if job.after:  # order only: started after these, whatever their outcome
+            deps = ",".join(filter(None, [deps, "after:" + ",".join(str(index[d]) for d in job.after)]))
         rows.append((str(i), str(job.stage), job.id, job.kind, deps or "-", "done" if done else "pending",
                      compact_outputs(job.outputs)))
     widths = [max(len(r[c]) for r in rows + [header]) for c in range(len(header) - 1)]

@@ -93,7 +93,7 @@ def waves(jobs: Sequence[Job], todo: Sequence[int]) -> list[tuple[int, list[int]
     index = {job.id: i for i, job in enumerate(jobs)}
     wave: dict[int, int] = {}
     for i in sorted(todo):  # dependencies are listed before their dependants
-        same = [index[d] for d in jobs[i].depends if d in index and jobs[index[d]].stage == jobs[i].stage]
+        same = [index[d] for d in jobs[i].depends + jobs[i].after if d in index and jobs[index[d]].stage == jobs[i].stage]
         wave[i] = 1 + max((wave[d] for d in same if d in wave), default=-1)
     keys = sorted({(jobs[i].stage, wave[i]) for i in todo})
     return [(stage, [i for i in sorted(todo) if (jobs[i].stage, wave[i]) == (stage, w)]) for stage, w in keys]

@@ -33,6 +33,9 @@ class Job:
     stage: int
     outputs: tuple[str, ...]
     depends: tuple[str, ...] = ()
+    #: jobs to start after, whatever their outcome, for order only (a cache they fill): unlike ``depends`` they
+    #: never make this job stale or skipped, so adding a task to a finished run leaves the old task's jobs alone
+    after: tuple[str, ...] = ()
     notebook: str | None = None  # source notebook file name, looked up in the notebooks folder
     rendered: str | None = None  # where the executed notebook goes
     parameters: dict[str, Any] = field(default_factory=dict)
@@ -88,11 +91,11 @@ def build_jobs(spec: RunSpec) -> list[Job]:
         t = rel.task(task)
         jobs.append(Job(
             id=f"splits:{task}", kind="splits", stage=0, task=task, steps=(SPLITS_STEP,),
-            depends=() if task == spec.tasks[0] else (first,),
+            after=() if task == spec.tasks[0] else (first,),
             outputs=_posix(t.splits, t.quality), stamp_outputs=_posix(t.splits),
         ))
     jobs.append(Job(
-        id="explore", kind="explore", stage=0, notebook=NB_EXPLORE, rendered=explore, depends=(first,),
+        id="explore", kind="explore", stage=0, notebook=NB_EXPLORE, rendered=explore, after=(first,),
         outputs=(explore,), stamp_outputs=(explore,),
         parameters={"run_dir": run_dir, "task": spec.tasks[0], **common},
     ))
@@ -162,7 +165,7 @@ def check_table(jobs: Sequence[Job]) -> None:
     for job in jobs:
         if job.id in seen:
             raise ValueError(f"job table: duplicate job id {job.id!r}")
-        for dep in job.depends:
+        for dep in job.depends + job.after:
             if dep not in seen:
                 raise ValueError(f"job table: {job.id} depends on {dep!r}, which is not listed before it")
         seen.add(job.id)

@@ -134,6 +134,8 @@ def run_jobs(jobs: Sequence[Job], ctx: JobContext, selected: Sequence[int] | Non
 
     def blocker(job: Job) -> str | None:
         """'wait' while a dependency is unfinished, a reason when the job cannot run, None when ready."""
+        if any(dep in chosen and dep not in result.outcomes for dep in job.after):
+            return "wait"
         for dep in job.depends:
             if dep in chosen:
                 if dep not in result.outcomes:

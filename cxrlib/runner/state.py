@@ -95,9 +95,10 @@ def data_fingerprint(run_dir: str | os.PathLike, tasks: Sequence[str]) -> dict:
 
 def merge_tables(old: list[dict], new: list[dict]) -> list[dict]:
     """This invocation's job table, then the recorded rows of jobs it does not list (other tasks). Those keep
-    their id, kind and outputs, but ``index`` None and no ``depends``: indices refer to the current table only."""
+    their id, kind and outputs, but ``index`` None and no ``depends`` / ``after``: indices refer to the current
+    table only."""
     current = {row["id"] for row in new}
-    earlier = [{**{k: v for k, v in row.items() if k != "depends"}, "index": None}
+    earlier = [{**{k: v for k, v in row.items() if k not in ("depends", "after")}, "index": None}
                for row in old if row.get("id") not in current]
     return [*new, *earlier]
 

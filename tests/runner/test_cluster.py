@@ -70,7 +70,7 @@ def test_slurm_submission_is_arrays_per_stage_chained_by_dependencies(tmp_path):
     assert [jobs[i].id for i in result.stages[0]] == ["splits:binary"]
     assert [jobs[i].id for i in result.stages[1]] == ["explore"]
     array_of = {jobs[i].id: a for a, stage in enumerate(result.stages) for i in stage}
-    assert all(array_of[dep] < array_of[job.id] for job in jobs for dep in job.depends)
+    assert all(array_of[dep] < array_of[job.id] for job in jobs for dep in job.depends + job.after)
     commands = [cmd for array, _ in executor.arrays for cmd in array]
     assert commands[0][-2:] == ["--job-index", "0"] and commands[0][1:3] == ["-m", "cxrlib.runner"]
     deps = [params.get("slurm_additional_parameters", {}).get("dependency") for _, params in executor.arrays]

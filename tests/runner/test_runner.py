@@ -96,7 +96,8 @@ def test_job_table_is_deterministic_and_stage_ordered(tmp_path):
     assert [j.id for j in jobs] == [j.id for j in build_jobs(spec(tmp_path))]
     assert [j.id for j in jobs][:3] == ["splits:multiclass", "splits:binary", "explore"]
     # the first task's splits job runs the shared scan and near-duplicate search; the rest read its caches
-    assert jobs[0].depends == () and jobs[1].depends == jobs[2].depends == ("splits:multiclass",)
+    assert jobs[0].after == () and jobs[1].after == jobs[2].after == ("splits:multiclass",)
+    assert jobs[1].depends == jobs[2].depends == ()  # order only: a later task's splits never go stale by it
     assert [j.stage for j in jobs] == sorted(j.stage for j in jobs)
     assert stage_ranges(jobs) == [("prepare", 0, 2), ("train", 3, 8), ("evaluate", 9, 12), ("controls", 13, 14),
                                   ("summary", 15, 15)]
@@ -292,6 +293,23 @@ def test_force_redoes_everything_and_selection_needs_complete_inputs(tmp_path):
     assert blocked.outcomes["d"].status == SKIPPED and "not selected and incomplete" in blocked.outcomes["d"].note
 
 
+def test_after_orders_jobs_without_making_them_stale_or_skipped(tmp_path):
+    import dataclasses
+
+    ctx = ctx_for(tmp_path)
+    first, second = pyjob("first"), dataclasses.replace(pyjob("second"), after=("first",))
+    result = run([first, second], ctx, parallel=2)
+    assert result.ok and order(ctx) == ["first", "second"]  # two free slots, yet second waited for first
+    before = mtimes(ctx.run_dir)
+    assert run([first, second], ctx, force=True, selected=[0]).ok  # first redone ...
+    again = run([first, second], ctx)
+    assert again.outcomes["second"].status == UPTODATE  # ... second is not stale by it
+    assert mtimes(ctx.run_dir)[ctx.run_dir / "second" / "out0.json"] == before[ctx.run_dir / "second" / "out0.json"]
+    broken = dataclasses.replace(pyjob("first", step=fail))
+    outcome = run([broken, second], ctx, force=True).outcomes
+    assert outcome["first"].status == FAILED and outcome["second"].status == DONE  # order only, not data
+
+
 def test_parallel_pool_overlaps_jobs_and_sets_each_jobs_env(tmp_path):
     ctx = ctx_for(tmp_path)
     jobs = [pyjob(f"j{i}", step=nap) for i in range(4)]
@@ -479,7 +497,7 @@ def test_cli_dry_run_lists_the_table_and_writes_nothing(cli_env, capsys):
                                     "train:binary/fold2", "evaluate:binary", "gradcam:binary", "controls:binary",
                                     "summary"]
     assert [r[0] for r in rows] == [str(i) for i in range(9)] and {r[5] for r in rows} == {"pending"}
-    assert rows[1][4] == "0" and rows[5][4] == "2,3,4" and "binary/{splits.csv,quality.csv}" in out
+    assert rows[1][4] == "after:0" and rows[5][4] == "2,3,4" and "binary/{splits.csv,quality.csv}" in out
     assert "stages (e.g. for sbatch --array): prepare 0-1, train 2-4, evaluate 5-6, controls 7, summary 8" in out
     assert not (tmp_path / "results").exists()
 
