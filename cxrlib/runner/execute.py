@@ -200,12 +200,9 @@ def apply_job_env(env: dict[str, str]) -> None:
         n = int(env["CXR_THREADS"])
         if "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(n)
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # pragma: no cover - scikit-learn brings it
-            pass
-        else:
-            threadpool_limits(limits=n)
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=n)
     if env.keys() >= RETAIN_ENV.keys():
         retain_freed_memory()
 
