@@ -44,5 +44,6 @@ def retain_freed_memory() -> bool:
     libc = _libc()
     if libc is None:
         return False
-    _applied = bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(libc.mallopt(M_TRIM_THRESHOLD, _TRIM_NEVER))
+    mapped = bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX))
+    _applied = mapped and bool(libc.mallopt(M_TRIM_THRESHOLD, _TRIM_NEVER))
     return _applied

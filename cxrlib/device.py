@@ -22,8 +22,8 @@ def resolve_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
 
 
 #: On CPU, channels_last pays from this crop size on (oneDNN convolutions; resnet18 on 2 idle cores: a bare
-#: training step up to 1.4x faster at 112 px; a whole epoch against a plain loop on the same in-memory images
-#: 1.05-1.07x at 112 and 128 px, slower at 64 px: bench/train_speed.py's compute_ratio).
+#: training step ~1.2x faster at 112 px, slower at 64 px; an epoch against a plain loop on the same in-memory
+#: images, with train.retain_memory, 1.23x at 112 and 128 px: bench/train_speed.py's compute_ratio).
 CPU_CHANNELS_LAST_FROM = 96
 
 

@@ -70,7 +70,7 @@ def road_by_percentile(
         with torch.no_grad():
             x = inputs.detach().to(next(model.parameters()).device)
             for j, p in enumerate(percentiles):
-                # the library's ROADLeastRelevantFirst / ROADMostRelevantFirst with a faster, identical imputer
+                # the library's ROADLeastRelevantFirst / ROADMostRelevantFirst with a faster imputer (same fills to rounding)
                 # (LeRF - MoRF) needs no score of the unperturbed images: return_diff=False skips that forward
                 lerf = PerturbationConfidenceMetric(RemoveLeastRelevantFirst(p, FastLinearImputer()))(
                     x, ranked, callables, model, return_diff=False)

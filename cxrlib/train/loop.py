@@ -10,12 +10,12 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
+from ..allocator import retain_freed_memory
 from ..config import TrainConfig
 from ..device import use_channels_last
 from ..errors import CxrError
 from ..layout import FoldLayout
 from ..models import unwrap
-from ..allocator import retain_freed_memory
 from .checkpoint import Checkpointer, Progress
 from .distributed import Dist
 from .epoch import EpochRunner, epoch_image_size, head_of
