@@ -82,6 +82,10 @@ class TrainConfig:
     num_workers: int = 0
     # keep freed memory for reuse (glibc malloc; process-wide): ~12 % faster CPU steps, resident memory stays at its peak
     retain_memory: bool = True
+    # the resume checkpoint (and model.pt behind it) is written once this many seconds of training have passed
+    # since the last one, and at the end if model.pt lags the best epoch; 0: after every epoch but the last.
+    # A kill loses at most this much training
+    checkpoint_every_s: float = 60.0
     seed: int = 0
     deterministic: bool = False  # GPU: deterministic cuDNN/algorithms (slower); recorded in train.json
 
@@ -295,6 +299,7 @@ def _check_values(cfg: StudyConfig, where: str) -> None:
     need(t.batch_size >= 1, "train.batch_size", "must be >= 1")
     need(t.epochs >= 1, "train.epochs", "must be >= 1")
     need(t.patience >= 1, "train.patience", "must be >= 1")
+    need(t.checkpoint_every_s >= 0, "train.checkpoint_every_s", "must be >= 0 (0: after every epoch but the last)")
     need(0 <= t.label_smoothing < 1, "train.label_smoothing", f"must be in [0, 1), got {t.label_smoothing}")
     need(t.rotation >= 0 and t.brightness >= 0, "train.rotation/brightness", "must be >= 0")
     need(t.num_workers >= 0, "train.num_workers", "must be >= 0")

@@ -212,13 +212,15 @@ def unwrap(model: nn.Module) -> nn.Module:
         model = inner
 
 
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any]) -> Path:
-    """Write ``{"state_dict", **meta}`` atomically; ``meta`` holds arch, classes, resize, image_size, epoch, params."""
+def save_checkpoint(path: str | os.PathLike, model: nn.Module | dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+    """Write ``{"state_dict", **meta}`` atomically; ``model`` is a module or its state dict, ``meta`` holds arch,
+    classes, resize, image_size, epoch, params."""
     required = ("arch", "classes", "resize", "image_size", "epoch", "params")
     missing = [k for k in required if k not in meta]
     if missing:
         raise ValueError(f"checkpoint meta lacks {missing}")
-    state = {k: v.detach().to("cpu").contiguous() for k, v in unwrap(model).state_dict().items()}
+    weights = model if isinstance(model, dict) else unwrap(model).state_dict()
+    state = {k: v.detach().to("cpu").contiguous() for k, v in weights.items()}
     with io.atomic_path(path) as tmp:
         torch.save({"state_dict": state, **meta}, tmp)
     return Path(path)

@@ -1,13 +1,17 @@
 """Saving and resuming a fold's training: ``model.pt`` (best epoch), ``history.csv`` and the last checkpoint.
 
-Every epoch the last checkpoint (weights, optimizer, scheduler, AMP scaler, RNG and early-stopping state) is
-written before ``model.pt``: a kill between the two leaves a last checkpoint whose own weights are the best
-ones, from which a resume rewrites ``model.pt``, so ``model.pt`` is never newer than its record.
+``history.csv`` is written after every epoch. The last checkpoint (weights, optimizer, scheduler, AMP scaler,
+RNG and early-stopping state) is written once ``train.checkpoint_every_s`` seconds have passed since the
+previous one (0: every epoch), and ``model.pt`` only right after it, from the best weights kept in memory. A
+checkpoint whose best epoch is not its own and not yet in ``model.pt`` carries those weights, so a kill between
+the two writes is repaired on resume and ``model.pt`` is never newer than its record. At the end, a fit whose
+``model.pt`` lags the best epoch writes both once more.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -50,8 +54,11 @@ def checkpoint_epoch(path: Path) -> Optional[int]:
 class Checkpointer:
     """Writes and reads one fold's training files; with ``fold=None`` (benchmarks, tests) it writes nothing."""
 
-    def __init__(self, fold: Optional[FoldLayout], meta: dict[str, Any], writes: bool = True):
+    def __init__(self, fold: Optional[FoldLayout], meta: dict[str, Any], writes: bool = True, every_s: float = 0.0):
         self.fold, self.meta, self.writes = fold, meta, writes and fold is not None
+        self.every_s = every_s
+        self._written_at = time.monotonic()
+        self._model_epoch: Optional[int] = None  # the epoch model.pt holds, as far as this process knows
 
     def resume(self, model: nn.Module, opt, sched) -> Optional[Progress]:
         """Load the last checkpoint into the objects, if there is one; returns its progress."""
@@ -68,26 +75,49 @@ class Checkpointer:
         torch.set_rng_state(state["rng"])
         progress = Progress(state["history"], state["best_val_loss"], state["best_epoch"], state["bad_epochs"],
                             state.get("scaler"))
-        if self.writes and progress.best_epoch == state["epoch"] and checkpoint_epoch(self.fold.model) != progress.best_epoch:
-            save_checkpoint(self.fold.model, model, {**self.meta, "epoch": progress.best_epoch})  # killed before model.pt
+        best = progress.best_epoch
+        if self.writes and best and checkpoint_epoch(self.fold.model) != best:  # killed before model.pt
+            weights = state["model"] if best == state["epoch"] else state.get("best")
+            if weights is None:
+                raise ArtifactError(f"{last}: best epoch {best} is neither in {self.fold.model} nor in the "
+                                    "checkpoint; retrain the fold with force=True (--force)")
+            save_checkpoint(self.fold.model, weights, {**self.meta, "epoch": best})
+        self._model_epoch = best
+        self._written_at = time.monotonic()
         return progress
 
-    def save(self, model: nn.Module, opt, sched, scaler, progress: Progress, improved: bool) -> None:
-        """After an epoch: history.csv, the last checkpoint, then model.pt when the epoch improved."""
+    def save(self, model: nn.Module, opt, sched, scaler, progress: Progress, best_state: Optional[dict],
+             final: bool = False) -> bool:
+        """After an epoch: history.csv; then, when due, the last checkpoint and model.pt (the best weights:
+        ``best_state``, or the model's own when this epoch is the best). Due when ``every_s`` seconds have passed
+        since the last write, or on the ``final`` epoch when model.pt lags the best epoch. Returns whether it
+        wrote the checkpoint."""
         if not self.writes:
-            return
-        epoch = progress.history[-1]["epoch"]
+            return False
+        epoch, best = progress.history[-1]["epoch"], progress.best_epoch
         io.write_csv(self.fold.history, pd.DataFrame(progress.history, columns=HISTORY_COLUMNS))
+        lags = best != self._model_epoch and best > 0
+        if not (lags and final or not final and time.monotonic() - self._written_at >= self.every_s):
+            return False
+        if best == epoch:
+            best_state = None  # the model's own weights
+        elif lags and best_state is None:
+            raise CxrError(f"{self.fold.dir}: best weights of epoch {best} were not kept")  # a bug, not bad input
         with io.atomic_path(self.fold.last_checkpoint) as tmp:
             torch.save({"model": {k: v.cpu() for k, v in unwrap(model).state_dict().items()},
+                        "best": {k: v.cpu() for k, v in best_state.items()} if lags and best_state else None,
                         "optimizer": opt.state_dict(),
                         "scheduler": sched.state_dict() if sched is not None else None,
                         "scaler": scaler.state_dict(), "epoch": epoch, "history": progress.history,
-                        "best_val_loss": progress.best_val_loss, "best_epoch": progress.best_epoch,
+                        "best_val_loss": progress.best_val_loss, "best_epoch": best,
                         "bad_epochs": progress.bad_epochs, "rng": torch.get_rng_state(),
                         "params": self.meta.get("params")}, tmp)
-        if improved:
-            save_checkpoint(self.fold.model, model, {**self.meta, "epoch": epoch})
+        if lags:
+            save_checkpoint(self.fold.model, best_state if best_state is not None else model,
+                            {**self.meta, "epoch": best})
+            self._model_epoch = best
+        self._written_at = time.monotonic()
+        return True
 
     def restore_best(self, model: nn.Module, best_state: Optional[dict], best_epoch: int) -> None:
         """Load the best epoch's weights: from memory, else from model.pt (a resumed fold)."""

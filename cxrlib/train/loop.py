@@ -53,8 +53,9 @@ def fit(model: nn.Module, data: FoldData, t: TrainConfig, fold: Optional[FoldLay
         echo: Callable[[str], None] = functools.partial(print, flush=True)) -> FitResult:
     """Train ``model`` on ``data`` (train part), early-stopping on the val part; restores the best weights.
 
-    With ``fold``, writes model.pt (best), history.csv and the last checkpoint every epoch (rank 0) and
-    resumes from an existing last checkpoint. ``callback(row)`` runs after each epoch's artifacts.
+    With ``fold``, writes history.csv every epoch, the last checkpoint and model.pt (best) every
+    ``t.checkpoint_every_s`` seconds and at the end (rank 0), and resumes from an existing last checkpoint.
+    ``callback(row)`` runs after each epoch's artifacts.
     """
     start_time = time.perf_counter()
     if t.retain_memory:
@@ -68,7 +69,7 @@ def fit(model: nn.Module, data: FoldData, t: TrainConfig, fold: Optional[FoldLay
         raise CxrError("model.freeze leaves no trainable parameters")
     opt = make_optimizer(params, t)
     sched = make_scheduler(opt, t)
-    saver = Checkpointer(fold, meta, writes=d.is_main)
+    saver = Checkpointer(fold, meta, writes=d.is_main, every_s=t.checkpoint_every_s)
     state = saver.resume(model, opt, sched) or Progress([])
     first_epoch = state.next_epoch
     if state.history:
@@ -112,7 +113,8 @@ def fit(model: nn.Module, data: FoldData, t: TrainConfig, fold: Optional[FoldLay
             best_state = {k: v.detach().clone() for k, v in unwrap(model).state_dict().items()}
         else:
             state.bad_epochs += 1
-        saver.save(model, opt, sched, runner.scaler, state, improved)
+        final = epoch == t.epochs or state.bad_epochs >= t.patience
+        saver.save(model, opt, sched, runner.scaler, state, best_state, final)
         echo(f"epoch {epoch}/{t.epochs} train_loss={row['train_loss']:.4f} train_acc={row['train_acc']:.3f} "
              f"val_loss={val_loss:.4f} val_acc={val_acc:.3f} lr={lr:.2e} {row['seconds']:.1f}s "
              f"{row['images_per_s']:.0f} img/s" + (" *" if improved else ""))

@@ -65,7 +65,7 @@ def test_fold_writes_every_artifact_and_is_not_recomputed(run_dir, tmp_path, smo
 
 def test_resume_continues_at_the_next_epoch_and_matches_an_uninterrupted_run(tmp_path, smoke_cfg):
     run = make_run(tmp_path / "a")
-    cfg = smoke_cfg("train.epochs=3", "train.patience=5")
+    cfg = smoke_cfg("train.epochs=3", "train.patience=5", "train.checkpoint_every_s=0")
     whole = _history(train_fold(cfg, run, "multiclass", 1, progress=False))
 
     run_b = make_run(tmp_path / "b")
@@ -81,7 +81,8 @@ def test_resume_continues_at_the_next_epoch_and_matches_an_uninterrupted_run(tmp
     assert pd.read_csv(out / "history.csv")["epoch"].tolist() == [1, 2]
 
     with pytest.raises(CxrError, match="other params.*force=True"):
-        train_fold(smoke_cfg("train.epochs=3", "train.lr=0.5"), run_b, "multiclass", 1, progress=False)
+        train_fold(smoke_cfg("train.epochs=3", "train.lr=0.5", "train.checkpoint_every_s=0"), run_b, "multiclass", 1,
+                   progress=False)
     seen = []
     resumed = train_fold(cfg, run_b, "multiclass", 1, progress=False, callback=lambda r: seen.append(r["epoch"]))
     assert seen == [3] and resumed.info["resumed_from_epoch"] == 2 and not (out / "checkpoint_last.pt").exists()
@@ -152,7 +153,7 @@ def test_a_kill_between_the_last_checkpoint_and_model_pt_is_repaired_on_resume(t
     import cxrlib.train.checkpoint as train
 
     run = make_run(tmp_path)
-    cfg = smoke_cfg("train.epochs=3", "train.patience=5")
+    cfg = smoke_cfg("train.epochs=3", "train.patience=5", "train.checkpoint_every_s=0")
     out = run / "multiclass" / "fold0"
     real_save = train.save_checkpoint
 
