@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ..config import load_config
+from ..config import StudyConfig, load_config
 from ..errors import ArtifactError, ConfigError, CxrError
 from ..layout import NB_COMPARE, RunLayout
 from .checks import check_data_root, check_kernel
@@ -248,7 +248,7 @@ def _check_params(record: RunRecord, cfg, force: bool, partial: str | None = Non
     old = record.read()
     if not old or "params" not in old or (force and not partial):
         return
-    diff = params_diff(old["params"], as_stored(cfg.to_dict()))
+    diff = params_diff(old["params"], as_stored(cfg.to_dict()), defaults=as_stored(StudyConfig().to_dict()))
     if not diff:
         return
     shown = ", ".join(diff[:8]) + (f" and {len(diff) - 8} more" if len(diff) > 8 else "")

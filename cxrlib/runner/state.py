@@ -39,14 +39,19 @@ def as_stored(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
-def params_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two nested params mappings."""
+def params_diff(old: dict, new: dict, prefix: str = "", defaults: dict | None = None) -> list[str]:
+    """Dotted keys whose values differ between two nested params mappings. With ``defaults`` (the same shape), a
+    key the old mapping lacks does not count while the new value is its default: a setting added by a newer
+    cxrlib, left as it was."""
     keys = sorted(set(old) | set(new))
     out: list[str] = []
     for key in keys:
         a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        default = defaults.get(key, "<absent>") if isinstance(defaults, dict) else "<absent>"
         if isinstance(a, dict) and isinstance(b, dict):
-            out += params_diff(a, b, f"{prefix}{key}.")
+            out += params_diff(a, b, f"{prefix}{key}.", default if isinstance(default, dict) else None)
+        elif a == "<absent>" and b == default != "<absent>":
+            continue
         elif a != b:
             out.append(f"{prefix}{key}")
     return out

@@ -593,6 +593,11 @@ def test_invocation_on_one_task_keeps_the_others_in_the_record(tmp_path):
 
 def test_params_diff_names_nested_keys():
     assert params_diff({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"b": 1, "c": 5}, "e": 3}) == ["a.c", "d", "e"]
+    # a setting a newer cxrlib added counts only when it is not at its default
+    defaults = {"a": {"b": 0, "c": 0, "new": 60}}
+    assert params_diff({"a": {"b": 1}}, {"a": {"b": 1, "new": 60}}, defaults=defaults) == []
+    assert params_diff({"a": {"b": 1}}, {"a": {"b": 1, "new": 0}}, defaults=defaults) == ["a.new"]
+    assert params_diff({"a": {"b": 1}}, {"a": {"b": 1, "new": 60}}) == ["a.new"]
 
 
 # ------------------------------------------------------------------------------------------ summary page
