@@ -23,6 +23,7 @@ from .. import io
 from ..allocator import RETAIN_ENV, retain_freed_memory
 from ..config import StudyConfig, load_config
 from ..errors import ArtifactError
+from ..kernel_fork import fork_kernel_manager
 from .jobs import Job, Step
 
 KERNEL_NAME = "cxr-study"
@@ -38,6 +39,8 @@ class JobContext:
     overrides: tuple[str, ...] = ()
     kernel_name: str = KERNEL_NAME
     html: bool = True
+    fork_kernels: bool = True  # the scheduler forks kernels from one pre-imported process (cxrlib.kernel_fork)
+    kernel_server: str | None = None  # that process's socket, while it runs
     cwd: Path = field(default_factory=Path.cwd)
     _cfg: StudyConfig | None = field(default=None, repr=False)
 
@@ -106,6 +109,7 @@ def run_notebook(job: Job, ctx: JobContext) -> Path:
         raise ArtifactError(f"{src}: notebook not found (needed by job {job.id})")
     out = Path(ctx.run_dir) / job.rendered
     failed = failed_path(out)
+    forked = {"kernel_manager_class": fork_kernel_manager(ctx.kernel_server)} if ctx.kernel_server else {}
     with io.atomic_path(out) as tmp:
         try:
             with warnings.catch_warnings():
@@ -114,6 +118,7 @@ def run_notebook(job: Job, ctx: JobContext) -> Path:
                     str(src), str(tmp), parameters=job.parameters, kernel_name=ctx.kernel_name,
                     language="python", log_output=True, progress_bar=False, cwd=str(ctx.cwd),
                     shutdown_kernel="immediate",  # every cell has finished; a graceful stop only costs seconds
+                    **forked,
                 )
         except BaseException:
             if tmp.exists() and tmp.stat().st_size:

@@ -12,12 +12,13 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Sequence
 
 from ..cores import usable_cores
+from ..kernel_fork import KernelForkServer, notebook_imports
 from ..layout import RunLayout
 from .execute import (JobContext, Worker, clean_temps, collect, export_html, html_path, job_env, remove_outputs,
                       spawn_job, thread_share)
@@ -84,6 +85,24 @@ def start_priority(job: Job) -> int:
 
 def log_path(job: Job, run_dir: Path) -> Path:
     return RunLayout(run_dir).logs / f"{job.slug}.log"
+
+
+def kernel_server(ctx: JobContext, notebook_jobs: Sequence[Job]) -> KernelForkServer | None:
+    """Start the kernel fork server for ``notebook_jobs`` (at least two: for one the imports cost the same), or
+    None when the kernel spec is not ipykernel's or the server cannot start."""
+    if not ctx.fork_kernels or len(notebook_jobs) < 2:
+        return None
+    try:
+        from jupyter_client.kernelspec import KernelSpecManager
+
+        argv = KernelSpecManager().get_kernel_spec(ctx.kernel_name).argv
+        modules = notebook_imports(sorted({Path(ctx.notebooks_dir) / job.notebook for job in notebook_jobs
+                                           if (Path(ctx.notebooks_dir) / job.notebook).exists()}))
+    except Exception as exc:  # the jobs start their own kernels, and report a missing kernel or notebook
+        log.warning("no kernel fork server (%s: %s)", type(exc).__name__, exc)
+        return None
+    server = KernelForkServer(argv, modules, log_file=RunLayout(ctx.run_dir).logs / "kernel-fork-server.log")
+    return server if server.start() else None
 
 
 def run_jobs(jobs: Sequence[Job], ctx: JobContext, selected: Sequence[int] | None = None, *, parallel: int = 1,
@@ -155,6 +174,18 @@ def run_jobs(jobs: Sequence[Job], ctx: JobContext, selected: Sequence[int] | Non
             return any(dep in result.outcomes and result.outcomes[dep].status != UPTODATE for dep in job.depends)
         return any(dep in ran for dep in job.depends)
 
+    server: KernelForkServer | None = None
+    server_tried = False
+
+    def context_for(job: Job) -> JobContext:
+        nonlocal server, server_tried
+        if not job.notebook:
+            return ctx
+        if not server_tried:
+            server_tried = True
+            server = kernel_server(ctx, [j for j in [job, *pending] if j.notebook])
+        return replace(ctx, kernel_server=server.path) if server is not None else ctx
+
     def start(job: Job, slot: int, threads: int | None) -> None:
         log = log_path(job, run_dir)
         log.unlink(missing_ok=True)
@@ -164,7 +195,7 @@ def run_jobs(jobs: Sequence[Job], ctx: JobContext, selected: Sequence[int] | Non
              git_dirty=code.get("dirty"), threads=threads)
         say(f"[{index[job.id]}] {job.id}: started (log {log})")
         env = job_env(slot, parallel, gpus, ncores, threads, retain_memory)
-        running[job.id] = spawn_job(job, ctx, env, log, slot)
+        running[job.id] = spawn_job(job, context_for(job), env, log, slot)
 
     def reap(worker: Worker, interrupted: str | None = None) -> None:
         status, error = collect(worker)
@@ -249,6 +280,8 @@ def run_jobs(jobs: Sequence[Job], ctx: JobContext, selected: Sequence[int] | Non
                     reap(worker, interrupted=result.interrupted)
         finally:
             bar.close()
+            if server is not None:
+                server.stop()
     return result
 
 

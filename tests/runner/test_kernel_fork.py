@@ -1,0 +1,179 @@
+"""Kernels forked from a pre-imported server (cxrlib.kernel_fork): they start like fresh kernels (environment,
+directory, threads, random state), answer interrupts, die with their client, and fall back to the kernel spec's
+own command whenever the server cannot serve."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from cxrlib.kernel_fork import KernelForkServer, fork_kernel_manager, kernel_command, notebook_imports
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fork server is Linux-only")
+
+THREAD_VARS = ("OMP_NUM_THREADS", "CXR_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+SPEC = [sys.executable, "-Xfrozen_modules=off", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+
+
+def test_notebook_imports_lists_every_imported_module_and_skips_magics(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import json, os.path as p\nfrom cxrlib.layout import RunLayout"),
+                nbformat.v4.new_code_cell("%matplotlib inline\nimport skipped_because_of_the_magic"),
+                nbformat.v4.new_code_cell("def f():\n    from collections import abc\n    from . import rel"),
+                nbformat.v4.new_markdown_cell("import not_code")]
+    nbformat.write(nb, tmp_path / "a.ipynb")
+    assert notebook_imports([tmp_path / "a.ipynb"]) == ["collections", "cxrlib.layout", "json", "os.path"]
+
+
+def test_kernel_command_takes_only_ipykernel_specs():
+    assert kernel_command(SPEC) == ([sys.executable, "-Xfrozen_modules=off"], ["-f", "{connection_file}"])
+    assert kernel_command(["python", "-m", "ipykernel", "kernel", "-f", "c.json"]) == (["python"], ["kernel", "-f", "c.json"])
+    assert kernel_command(["/opt/ir/bin/R", "--slave", "-f", "c.json"]) is None
+    assert kernel_command(["python", "-m", "other_kernel", "-f", "c.json"]) is None
+
+
+def _kernel_spec_dir(tmp_path: Path) -> Path:
+    import json
+
+    spec = tmp_path / "share" / "jupyter" / "kernels" / "forktest"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({"argv": SPEC, "display_name": "fork test", "language": "python"}))
+    return tmp_path / "share" / "jupyter"
+
+
+@pytest.fixture
+def kernels(tmp_path, monkeypatch):
+    """start(server_path, env=...) -> (manager, client, run(code) -> stdout); every kernel is shut down after."""
+    monkeypatch.setenv("JUPYTER_PATH", str(_kernel_spec_dir(tmp_path)))
+    started = []
+
+    def start(server, cwd=tmp_path, **env):
+        km = fork_kernel_manager(server)(kernel_name="forktest")
+        base = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}  # the test's own budget aside
+        km.start_kernel(cwd=str(cwd), env={**base, **env})
+        kc = km.client()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=120)
+        started.append((km, kc))
+
+        def run(code: str, timeout: float = 120) -> tuple[str, dict]:
+            out = []
+            reply = kc.execute_interactive(code, timeout=timeout, output_hook=lambda m: out.append(
+                m["content"].get("text", "")) if m["msg_type"] == "stream" else None)
+            return "".join(out), reply["content"]
+
+        return km, kc, run
+
+    yield start
+    for km, kc in started:
+        kc.stop_channels()
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+def _wait_gone(pid: int, seconds: float = 20) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_forked_kernel_has_the_preloads_and_starts_like_a_fresh_one(kernels, tmp_path):
+    with KernelForkServer(SPEC, ["cxrlib.layout", "numpy", "torch"], log_file=tmp_path / "server.log") as server:
+        assert server.path
+        work = tmp_path / "work"
+        work.mkdir()
+        km, _, run = kernels(server.path, cwd=work, CXR_THREADS="1", OMP_NUM_THREADS="1", CXR_MARK="a")
+        out, _ = run("import os, sys, random, numpy\n"
+                     "print('cxrlib.layout' in sys.modules, 'cxrlib.cam' in sys.modules, os.getcwd(), os.environ['CXR_MARK'])\n"
+                     "print(os.getpid(), random.random(), numpy.random.rand())")
+        first, second = out.splitlines()
+        assert first == f"True False {work} a"  # preloaded before any cell ran; the client's env and directory
+        pid = int(second.split()[0])
+        assert pid != km.provisioner.process.pid  # forked by the server, not the launched process
+        assert Path(f"/proc/{pid}/status").read_text().count("Threads") == 1
+
+        _, _, run2 = kernels(server.path, CXR_MARK="b")
+        out2, _ = run2("import os, random, numpy\nprint(os.environ['CXR_MARK'], os.getpid(), random.random(), "
+                       "numpy.random.rand())")
+        mark, pid2, *draws = out2.split()
+        assert mark == "b" and int(pid2) != pid
+        assert draws != second.split()[1:]  # each kernel its own random state, as fresh interpreters have
+
+        assert run("import torch; print(torch.get_num_threads())")[0].strip() == "1"  # the job's thread budget
+        fresh = len(os.sched_getaffinity(0))
+        out3, _ = run2("import torch; print(torch.get_num_threads())")
+        assert int(out3) == min(fresh, torch_default())  # no budget: torch's own default, as in a fresh kernel
+        log = (tmp_path / "server.log").read_text() if (tmp_path / "server.log").exists() else ""
+        assert "not preloaded" not in log
+
+
+def torch_default() -> int:
+    import subprocess
+
+    code = "import torch; print(torch.get_num_threads())"
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
+    return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout)
+
+
+def test_interrupt_reaches_the_forked_kernel_and_its_death_ends_the_client(kernels, tmp_path):
+    with KernelForkServer(SPEC, ["json"]) as server:
+        km, kc, run = kernels(server.path)
+        out, _ = run("import os; print(os.getpid())")
+        pid = int(out)
+        msg_id = kc.execute("import time; time.sleep(60)")
+        time.sleep(1.0)
+        km.interrupt_kernel()
+        reply = kc.get_shell_msg(timeout=30)
+        assert reply["parent_header"]["msg_id"] == msg_id and reply["content"]["ename"] == "KeyboardInterrupt"
+        client = km.provisioner.process
+        os.kill(pid, signal.SIGKILL)  # the kernel dies: its client exits instead of hanging on
+        assert client.wait(timeout=20) == 128 + signal.SIGKILL
+
+
+def test_killing_the_client_kills_the_forked_kernel(kernels, tmp_path):
+    with KernelForkServer(SPEC, ["json"]) as server:
+        km, _, run = kernels(server.path)
+        pid = int(run("import os; print(os.getpid())")[0])
+        km.provisioner.process.kill()  # what papermill's immediate shutdown does
+        assert _wait_gone(pid)
+
+
+def test_without_a_server_the_client_runs_the_kernel_itself(kernels, tmp_path):
+    km, _, run = kernels(str(tmp_path / "no-such-server.sock"))
+    out, _ = run("import os, sys; print(os.getpid(), 'cxrlib.layout' in sys.modules)")
+    pid, preloaded = out.split()
+    assert int(pid) == km.provisioner.process.pid and preloaded == "False"
+
+
+def test_a_server_that_is_not_single_threaded_refuses_and_kernels_start_anyway(kernels, tmp_path, monkeypatch):
+    (tmp_path / "threaded_mod.py").write_text("import threading, time\n"
+                                               "threading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    with KernelForkServer(SPEC, ["threaded_mod"], log_file=tmp_path / "server.log") as server:
+        km, _, run = kernels(server.path)
+        out, _ = run("import os, sys; print(os.getpid(), 'threaded_mod' in sys.modules)")
+        pid, preloaded = out.split()
+        assert int(pid) == km.provisioner.process.pid and preloaded == "False"
+    assert "threads after the imports" in (tmp_path / "server.log").read_text()
+
+
+def test_a_non_ipykernel_spec_gets_no_server():
+    server = KernelForkServer(["/opt/ir/bin/R", "--slave", "-f", "{connection_file}"], ["json"])
+    assert server.start() is None and server.path is None
