@@ -146,17 +146,26 @@ def _mirrored(views: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(views.reshape(*shape[:-1], VIEW, VIEW)[..., ::-1].reshape(shape))
 
 
-def _block_similarity(views: np.ndarray, mirror: np.ndarray, start: int, stop: int) -> np.ndarray:
+def _block_similarity(views: np.ndarray, mirror: np.ndarray, start: int, stop: int,
+                      both: np.ndarray | None = None) -> np.ndarray:
     """(stop-start, N-start) similarities of rows start..stop against rows start..N: the best correlation of one
-    image's uncropped view with any cropped view of the other (either way round), as is or mirrored."""
+    image's uncropped view with any cropped view of the other (either way round), as is or mirrored.
+
+    ``both``: ``_stacked(views, mirror)``, made once for every block instead of copying rows start..N each time."""
     n, k, d = views.shape
-    both = np.concatenate([views[start:], mirror[start:]], axis=1)  # (M, 2K, D)
-    m = len(both)
-    first = views[start:stop, 0] @ both.reshape(m * 2 * k, d).T  # this row's plain view vs their crops
+    m = n - start
+    both = _stacked(views, mirror) if both is None else both
+    first = views[start:stop, 0] @ both[start * 2 * k:].T  # this row's plain view vs their crops
     sim = first.reshape(stop - start, m, 2 * k).max(axis=2)
     plain = np.concatenate([views[start:, 0], mirror[start:, 0]], axis=0)  # (2M, D)
     second = views[start:stop].reshape((stop - start) * k, d) @ plain.T  # this row's crops vs their plain view
     return np.maximum(sim, second.reshape(stop - start, k, 2, m).max(axis=(1, 2)))
+
+
+def _stacked(views: np.ndarray, mirror: np.ndarray) -> np.ndarray:
+    """(N * 2K, D): each image's K views, then its K mirrored views."""
+    n, k, d = views.shape
+    return np.concatenate([views, mirror], axis=1).reshape(n * 2 * k, d)
 
 
 def similarity(a: str, b: str) -> float:
@@ -183,12 +192,13 @@ def candidate_pairs(views: np.ndarray, chunk: int = 64) -> tuple[np.ndarray, np.
     """Pairs (i < j) whose coarse similarity (``_block_similarity``) reaches ``CANDIDATE``, and whether j's
     mirror image matches i better than j itself. Memory about chunk x N x 2K floats."""
     mirror = _mirrored(views)
+    both = _stacked(views, mirror)
     n = len(views)
     out_i: list[np.ndarray] = [np.empty(0, dtype=np.int64)]
     out_j: list[np.ndarray] = [np.empty(0, dtype=np.int64)]
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
-        i, j = np.nonzero(_block_similarity(views, mirror, start, stop) >= CANDIDATE)
+        i, j = np.nonzero(_block_similarity(views, mirror, start, stop, both) >= CANDIDATE)
         keep = j > i  # rows and columns both count from ``start``: drops self-pairs and the lower triangle
         out_i.append(i[keep] + start)
         out_j.append(j[keep] + start)
