@@ -135,6 +135,15 @@ class CamMethod:
         with self:
             return self._compute(images, targets, true, classes)
 
+    def many(self, images: torch.Tensor, targets: Sequence[TargetSpec], true=None,
+             classes: Sequence[str] | None = None) -> list[CamResult]:
+        """One result per entry of ``targets`` for the same batch (e.g. every class): a method that can shares
+        the forward pass between them, with the same maps as separate calls."""
+        if not self._open:
+            with self:
+                return self.many(images, targets, true, classes)
+        return [self(images, t, true, classes) for t in targets]
+
     def _attach(self) -> None:
         """Register hooks (subclasses that need them)."""
 

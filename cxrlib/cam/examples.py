@@ -107,20 +107,38 @@ class ExampleSet:
         wanted = {l: self.layers[l] for l in (layers or self.layers)}
         key = (method, target, tuple(idx.tolist()), tuple(wanted))
         if key not in self._cache:
-            out = {l: np.zeros((len(idx),) + self.gray.shape[1:], np.float32) for l in wanted}
-            folds = self.frame["fold"].to_numpy()[idx]
-            for k in np.unique(folds):
-                pos = np.flatnonzero(folds == k)
-                with make_cam(method, self.models[int(k)], wanted, batch_size=self.batch_size) as cam:
-                    for start in range(0, len(pos), self.batch_size):
-                        chunk = pos[start:start + self.batch_size]
-                        rows = idx[chunk]
-                        result = cam(self.inputs[rows], targets=self._targets(target, rows), classes=self.classes)
-                        for l in wanted:
-                            out[l][chunk] = result.maps[l]
-            self._cache[key] = out
+            self._cache[key] = self._computed(method, idx, wanted, [target])[0]
         return self._cache[key]
 
+    def maps_by_class(self, method: str = "gradcam", indices: Sequence[int] | None = None,
+                      layers: Sequence[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
+        """``{class: {layer: (n, H, W)}}``: every class's maps, one forward pass per batch for all of them
+        (``CamMethod.many``); cached as ``maps(method, class, ...)`` is, with the same values."""
+        idx = np.arange(len(self)) if indices is None else np.asarray(indices, dtype=int)
+        wanted = {l: self.layers[l] for l in (layers or self.layers)}
+        keys = {c: (method, c, tuple(idx.tolist()), tuple(wanted)) for c in self.classes}
+        todo = [c for c in self.classes if keys[c] not in self._cache]
+        if todo:
+            for c, maps in zip(todo, self._computed(method, idx, wanted, todo)):
+                self._cache[keys[c]] = maps
+        return {c: self._cache[keys[c]] for c in self.classes}
+
+    def _computed(self, method: str, idx: np.ndarray, wanted: dict[str, str],
+                  targets: Sequence[str]) -> list[dict[str, np.ndarray]]:
+        """Maps of each of ``targets`` for rows ``idx``, batch by batch with each row's fold model."""
+        out = [{l: np.zeros((len(idx),) + self.gray.shape[1:], np.float32) for l in wanted} for _ in targets]
+        folds = self.frame["fold"].to_numpy()[idx]
+        for k in np.unique(folds):
+            pos = np.flatnonzero(folds == k)
+            with make_cam(method, self.models[int(k)], wanted, batch_size=self.batch_size) as cam:
+                for start in range(0, len(pos), self.batch_size):
+                    chunk = pos[start:start + self.batch_size]
+                    rows = idx[chunk]
+                    specs = [self._targets(t, rows) for t in targets]
+                    for maps, result in zip(out, cam.many(self.inputs[rows], specs, classes=self.classes)):
+                        for l in wanted:
+                            maps[l][chunk] = result.maps[l]
+        return out
 
     def _targets(self, target: str, rows: np.ndarray):
         # "predicted" is the class recorded in the fold's predictions, so maps and cam_stats rows agree with it.

@@ -43,26 +43,47 @@ class GradCAM(CamMethod):
         return keep
 
     def _compute(self, images, targets, true, classes) -> CamResult:
+        return self._compute_many(images, [targets], true, classes)[0]
+
+    def many(self, images, targets, true=None, classes=None) -> list[CamResult]:
+        """One forward pass, then one gradient per target spec (the graph kept between them)."""
+        if images.ndim != 4:
+            raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
+        if self.model.training:
+            raise ValueError("model is in training mode; call model.eval() before computing CAMs")
+        if not self._open:
+            with self:
+                return self._compute_many(images, list(targets), true, classes)
+        return self._compute_many(images, list(targets), true, classes)
+
+    def _compute_many(self, images, target_specs, true, classes) -> list[CamResult]:
         self._outputs.clear()
         try:
             with torch.enable_grad():
                 x = images.to(self._device()).detach().requires_grad_(True)
                 logits = self.model(x)
-                idx = resolve_targets(targets, logits, true, classes)
                 acts = [self._single_output(label) for label in self.layers]
-                score = logits.gather(1, idx.to(logits.device)[:, None]).sum()
-                grads = torch.autograd.grad(score, acts, allow_unused=True)
-            maps = {}
-            size = tuple(images.shape[-2:])
-            for label, act, grad in zip(self.layers, acts, grads):
-                if grad is None:
-                    raise ValueError(f"layer {label!r} does not influence the model output")
-                weights = grad.mean(dim=(2, 3), keepdim=True)
-                cam = torch.relu((weights * act.detach()).sum(dim=1))
-                maps[label] = scale_maps(cam, size).cpu().numpy().astype(np.float32, copy=False)
-            return CamResult(maps, idx.numpy(), logits.detach().cpu().numpy(), self.name, list(self.layers))
+                results = []
+                for k, targets in enumerate(target_specs):
+                    idx = resolve_targets(targets, logits, true, classes)
+                    score = logits.gather(1, idx.to(logits.device)[:, None]).sum()
+                    grads = torch.autograd.grad(score, acts, allow_unused=True,
+                                                retain_graph=k < len(target_specs) - 1)
+                    results.append(self._result(images, idx, logits, acts, grads))
+            return results
         finally:
             self._outputs.clear()
+
+    def _result(self, images, idx, logits, acts, grads) -> CamResult:
+        maps = {}
+        size = tuple(images.shape[-2:])
+        for label, act, grad in zip(self.layers, acts, grads):
+            if grad is None:
+                raise ValueError(f"layer {label!r} does not influence the model output")
+            weights = grad.mean(dim=(2, 3), keepdim=True)
+            cam = torch.relu((weights * act.detach()).sum(dim=1))
+            maps[label] = scale_maps(cam, size).cpu().numpy().astype(np.float32, copy=False)
+        return CamResult(maps, idx.numpy(), logits.detach().cpu().numpy(), self.name, list(self.layers))
 
     def _single_output(self, label: str) -> torch.Tensor:
         outs = self._outputs.get(label, [])

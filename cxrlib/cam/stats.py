@@ -45,8 +45,9 @@ def cam_stats(ex: ExampleSet, method: str = "gradcam", border: float = 0.12, roa
     has_mask = np.array([m is not None for m in ex.masks])
     masks = np.stack([m if m is not None else np.zeros((h, w), bool) for m in ex.masks])
     rows = []
+    by_class = ex.maps_by_class(method)
     for target in ex.classes:
-        maps = ex.maps(method, target)
+        maps = by_class[target]
         for layer, m in maps.items():
             bshare = border_share(m, border)
             lshare = np.where(has_mask, mass_share(m, masks), np.nan)

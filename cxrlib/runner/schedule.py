@@ -174,17 +174,12 @@ def run_jobs(jobs: Sequence[Job], ctx: JobContext, selected: Sequence[int] | Non
             return any(dep in result.outcomes and result.outcomes[dep].status != UPTODATE for dep in job.depends)
         return any(dep in ran for dep in job.depends)
 
-    server: KernelForkServer | None = None
-    server_tried = False
+    # Started now, so that its imports overlap the first jobs (the splits' serial stretches): notebooks that will
+    # run, as far as can be told before the run (complete ones may still turn stale, which only costs a server).
+    server = kernel_server(ctx, [j for j in order if j.notebook and (force or not is_complete(j, run_dir))])
 
     def context_for(job: Job) -> JobContext:
-        nonlocal server, server_tried
-        if not job.notebook:
-            return ctx
-        if not server_tried:
-            server_tried = True
-            server = kernel_server(ctx, [j for j in [job, *pending] if j.notebook])
-        return replace(ctx, kernel_server=server.path) if server is not None else ctx
+        return replace(ctx, kernel_server=server.path) if server is not None and job.notebook else ctx
 
     def start(job: Job, slot: int, threads: int | None) -> None:
         log = log_path(job, run_dir)

@@ -71,6 +71,22 @@ def test_batch_equals_per_image(model, images):
             np.testing.assert_allclose(batch.maps[label][i], one.maps[label][0], atol=1e-5)
 
 
+@pytest.mark.parametrize("method", ["gradcam", "hirescam"])
+def test_many_targets_give_the_maps_of_separate_calls(model, images, method):
+    """GradCAM shares one forward pass between the targets; other methods loop: the same maps either way."""
+    specs = [0, 1, [2, 0, 1], "predicted"]
+    with make_cam(method, model, LAYERS) as cam:
+        together = cam.many(images, specs)
+        apart = [cam(images, targets=t) for t in specs]
+    assert len(together) == len(specs)
+    for a, b in zip(together, apart):
+        np.testing.assert_array_equal(a.targets, b.targets)
+        for label in LAYERS:
+            np.testing.assert_array_equal(a.maps[label], b.maps[label])
+    assert not np.allclose(together[0].maps["layer4"], together[1].maps["layer4"])  # the targets do differ
+    assert all_hooks(model) == 0
+
+
 def test_target_choices(model, images):
     logits = model(images).detach()
     assert resolve_targets("predicted", logits).tolist() == logits.argmax(1).tolist()

@@ -103,6 +103,20 @@ def test_build_examples(examples, fake_run):
         gallery_examples.resolve_layer_labels("resnet18", ["layer7"])
 
 
+def test_maps_by_class_equal_the_maps_of_each_class(fake_run):
+    ex = gallery_examples.build_examples(fake_run / "run", "multiclass", 0, 2, fake_run / "cache")
+    fresh = gallery_examples.build_examples(fake_run / "run", "multiclass", 0, 2, fake_run / "cache")
+    by_class = ex.maps_by_class("gradcam")
+    assert list(by_class) == CLASSES
+    for c in CLASSES:
+        assert ex.maps("gradcam", c) is by_class[c]  # cached under the same key
+        for layer, maps in fresh.maps("gradcam", c).items():
+            np.testing.assert_array_equal(by_class[c][layer], maps)
+    picked = ex.maps("gradcam", "predicted")["layer4"]
+    rows = [CLASSES.index(p) for p in ex.frame["predicted"]]
+    np.testing.assert_array_equal(picked, np.stack([by_class[CLASSES[r]]["layer4"][i] for i, r in enumerate(rows)]))
+
+
 def test_cam_stats_rows_and_road(examples, fake_run):
     stats = gallery_stats.cam_stats(examples, "gradcam", border=0.12, road_samples=3, seed=0)
     assert len(stats) == len(examples) * len(CLASSES) * 5
