@@ -97,7 +97,7 @@ def serve(path: str, preload: Sequence[str]) -> None:
     os.environ.setdefault("MPLBACKEND", INLINE_BACKEND)
     os.environ["OPENBLAS_NUM_THREADS"] = "1"  # OpenBLAS would start its pool at import; kernels size their own
     failed = []
-    for name in ("cxrlib.runner.execute", "ipykernel.kernelapp", *preload):
+    for name in ("cxrlib.cores", "cxrlib.allocator", "threadpoolctl", "ipykernel.kernelapp", *preload):
         try:
             __import__(name)
         except Exception as exc:  # a notebook's import that fails here fails again, visibly, in the notebook
@@ -244,7 +244,7 @@ def _fresh_state(env: dict) -> None:
     random.seed()
     if "numpy" in sys.modules:
         sys.modules["numpy"].random.seed()
-    from .runner.execute import apply_job_env
+    from .cores import apply_job_env
 
     if "CXR_THREADS" not in env:
         try:

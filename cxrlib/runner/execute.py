@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .. import io
-from ..allocator import RETAIN_ENV, retain_freed_memory
+from ..allocator import RETAIN_ENV
 from ..config import StudyConfig, load_config
+from ..cores import apply_job_env
 from ..errors import ArtifactError
 from ..kernel_fork import fork_kernel_manager
 from .jobs import Job, Step
@@ -195,21 +196,6 @@ def job_env(slot: int, parallel: int, gpus: Sequence[str], cores: int, threads: 
     if retain_memory:
         env.update(RETAIN_ENV)
     return env
-
-
-def apply_job_env(env: dict[str, str]) -> None:
-    """What a forked worker must set itself (kernels started by papermill read the environment at start): its
-    thread budget in torch's pool and the BLAS / OpenMP pools it inherited from the runner, and glibc's
-    settings when the job retains freed memory."""
-    if "CXR_THREADS" in env:
-        n = int(env["CXR_THREADS"])
-        if "torch" in sys.modules:
-            sys.modules["torch"].set_num_threads(n)
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(limits=n)
-    if env.keys() >= RETAIN_ENV.keys():
-        retain_freed_memory()
 
 
 class _Interrupt(KeyboardInterrupt):

@@ -33,7 +33,8 @@ def test_notebook_imports_lists_every_imported_module_and_skips_magics(tmp_path)
 
 def test_kernel_command_takes_only_ipykernel_specs():
     assert kernel_command(SPEC) == ([sys.executable, "-Xfrozen_modules=off"], ["-f", "{connection_file}"])
-    assert kernel_command(["python", "-m", "ipykernel", "kernel", "-f", "c.json"]) == (["python"], ["kernel", "-f", "c.json"])
+    assert kernel_command(["python", "-m", "ipykernel", "kernel", "-f", "c.json"]) == (
+        ["python"], ["kernel", "-f", "c.json"])
     assert kernel_command(["/opt/ir/bin/R", "--slave", "-f", "c.json"]) is None
     assert kernel_command(["python", "-m", "other_kernel", "-f", "c.json"]) is None
 
@@ -101,7 +102,8 @@ def test_a_forked_kernel_has_the_preloads_and_starts_like_a_fresh_one(kernels, t
         work.mkdir()
         km, _, run = kernels(server.path, cwd=work, CXR_THREADS="1", OMP_NUM_THREADS="1", CXR_MARK="a")
         out, _ = run("import os, sys, random, numpy\n"
-                     "print('cxrlib.layout' in sys.modules, 'cxrlib.cam' in sys.modules, os.getcwd(), os.environ['CXR_MARK'])\n"
+                     "print('cxrlib.layout' in sys.modules, 'cxrlib.cam' in sys.modules, os.getcwd(),"
+                     " os.environ['CXR_MARK'])\n"
                      "print(os.getpid(), random.random(), numpy.random.rand())")
         first, second = out.splitlines()
         assert first == f"True False {work} a"  # preloaded before any cell ran; the client's env and directory
@@ -163,8 +165,8 @@ def test_without_a_server_the_client_runs_the_kernel_itself(kernels, tmp_path):
 
 
 def test_a_server_that_is_not_single_threaded_refuses_and_kernels_start_anyway(kernels, tmp_path, monkeypatch):
-    (tmp_path / "threaded_mod.py").write_text("import threading, time\n"
-                                               "threading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n")
+    (tmp_path / "threaded_mod.py").write_text(
+        "import threading, time\nthreading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n")
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     with KernelForkServer(SPEC, ["threaded_mod"], log_file=tmp_path / "server.log") as server:
         km, _, run = kernels(server.path)
