@@ -95,7 +95,8 @@ def _wait_gone(pid: int, seconds: float = 20) -> bool:
     return False
 
 
-def test_a_forked_kernel_has_the_preloads_and_starts_like_a_fresh_one(kernels, tmp_path):
+def test_a_forked_kernel_has_the_preloads_and_starts_like_a_fresh_one(kernels, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the server's own environment must not size the kernels' pools
     with KernelForkServer(SPEC, ["cxrlib.layout", "numpy", "torch"], log_file=tmp_path / "server.log") as server:
         assert server.path
         work = tmp_path / "work"
