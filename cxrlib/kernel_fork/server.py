@@ -49,7 +49,7 @@ def serve(path: str, preload: Sequence[str]) -> None:
     if refuse:
         print(f"kernel fork server: {threads} threads after the imports; clients start their own kernels",
               file=sys.stderr, flush=True)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # middles are reaped by the kernel
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the OS reaps the middles: no zombies
     while True:
         conn, _ = listener.accept()
         try:

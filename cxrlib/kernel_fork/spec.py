@@ -12,7 +12,8 @@ from typing import Iterable, Optional, Sequence
 MODULE = "cxrlib.kernel_fork"  # outside cxrlib.runner: the client starts per kernel and imports nothing heavy
 #: modules whose kernels the server can fork: ipykernel's launchers
 KERNEL_MODULES = ("ipykernel_launcher", "ipykernel")
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+FORWARDED = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
+                  if hasattr(signal, name))  # (Windows has only the first two; the server is Linux-only anyway)
 HEADER = struct.Struct("!I")  # the request body's length, sent with the client's three standard streams
 
 
