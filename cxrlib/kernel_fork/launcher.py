@@ -40,6 +40,7 @@ class KernelForkServer:
                                           stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
         except OSError as exc:
             log.warning("kernel fork server did not start (%s); every notebook starts its own kernel", exc)
+            self.stop()
             return None
         finally:
             if out is not subprocess.DEVNULL:

@@ -148,6 +148,8 @@ def _kernel(request: dict, fds: list[int]) -> None:
         os.environ.clear()
         os.environ.update(env)
         os.environ.setdefault("MPLBACKEND", INLINE_BACKEND)
+        if "matplotlib" in sys.modules and os.environ["MPLBACKEND"] != INLINE_BACKEND:
+            sys.modules["matplotlib"].rcParams["backend"] = os.environ["MPLBACKEND"]  # read at its import
         sys.path[0] = request["cwd"]  # as `python -m` puts it
         extra = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
         sys.path[1:1] = extra

@@ -97,7 +97,8 @@ def _wait_gone(pid: int, seconds: float = 20) -> bool:
 
 def test_a_forked_kernel_has_the_preloads_and_starts_like_a_fresh_one(kernels, tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the server's own environment must not size the kernels' pools
-    with KernelForkServer(SPEC, ["cxrlib.layout", "numpy", "torch"], log_file=tmp_path / "server.log") as server:
+    preload = ["cxrlib.layout", "numpy", "torch", "matplotlib.pyplot"]
+    with KernelForkServer(SPEC, preload, log_file=tmp_path / "server.log") as server:
         assert server.path
         work = tmp_path / "work"
         work.mkdir()
@@ -121,6 +122,9 @@ def test_a_forked_kernel_has_the_preloads_and_starts_like_a_fresh_one(kernels, t
 
         assert run("import torch; print(torch.get_num_threads())")[0].strip() == "1"  # the job's thread budget
         fresh = len(os.sched_getaffinity(0))
+        assert run2("import matplotlib; print(matplotlib.get_backend())")[0].strip().endswith("backend_inline")
+        _, _, run3 = kernels(server.path, MPLBACKEND="agg")
+        assert run3("import matplotlib; print(matplotlib.get_backend())")[0].strip() == "agg"  # as a fresh one
         out3, _ = run2("import torch; print(torch.get_num_threads())")
         assert int(out3) == min(fresh, torch_default())  # no budget: torch's own default, as in a fresh kernel
         log = (tmp_path / "server.log").read_text() if (tmp_path / "server.log").exists() else ""
