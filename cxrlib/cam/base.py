@@ -126,29 +126,29 @@ class CamMethod:
         classes: Sequence[str] | None = None,
     ) -> CamResult:
         """Maps for a normalised batch (N, 3, H, W), one target class per image (see ``resolve_targets``)."""
+        return self.many(images, [targets], true, classes)[0]
+
+    def many(self, images: torch.Tensor, targets: Sequence[TargetSpec], true=None,
+             classes: Sequence[str] | None = None) -> list[CamResult]:
+        """One result per entry of ``targets`` for the same batch (e.g. every class), the same maps as separate
+        calls; a method that can (GradCAM) shares the forward pass between them."""
         if images.ndim != 4:
             raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
         if self.model.training:
             raise ValueError("model is in training mode; call model.eval() before computing CAMs")
         if self._open:
-            return self._compute(images, targets, true, classes)
+            return self._compute_many(images, list(targets), true, classes)
         with self:
-            return self._compute(images, targets, true, classes)
-
-    def many(self, images: torch.Tensor, targets: Sequence[TargetSpec], true=None,
-             classes: Sequence[str] | None = None) -> list[CamResult]:
-        """One result per entry of ``targets`` for the same batch (e.g. every class): a method that can shares
-        the forward pass between them, with the same maps as separate calls."""
-        if not self._open:
-            with self:
-                return self.many(images, targets, true, classes)
-        return [self(images, t, true, classes) for t in targets]
+            return self._compute_many(images, list(targets), true, classes)
 
     def _attach(self) -> None:
         """Register hooks (subclasses that need them)."""
 
     def _detach(self) -> None:
         """Remove every hook registered by ``_attach``."""
+
+    def _compute_many(self, images, targets, true, classes) -> list[CamResult]:
+        return [self._compute(images, t, true, classes) for t in targets]
 
     def _compute(self, images, targets, true, classes) -> CamResult:
         raise NotImplementedError

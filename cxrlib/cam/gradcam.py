@@ -42,21 +42,8 @@ class GradCAM(CamMethod):
 
         return keep
 
-    def _compute(self, images, targets, true, classes) -> CamResult:
-        return self._compute_many(images, [targets], true, classes)[0]
-
-    def many(self, images, targets, true=None, classes=None) -> list[CamResult]:
-        """One forward pass, then one gradient per target spec (the graph kept between them)."""
-        if images.ndim != 4:
-            raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
-        if self.model.training:
-            raise ValueError("model is in training mode; call model.eval() before computing CAMs")
-        if not self._open:
-            with self:
-                return self._compute_many(images, list(targets), true, classes)
-        return self._compute_many(images, list(targets), true, classes)
-
     def _compute_many(self, images, target_specs, true, classes) -> list[CamResult]:
+        """One forward pass, then one gradient per target spec (the graph kept between them)."""
         self._outputs.clear()
         try:
             with torch.enable_grad():
