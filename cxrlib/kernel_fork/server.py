@@ -12,6 +12,7 @@ import socket
 import sys
 from typing import Sequence
 
+from ..lifetime import die_with_parent
 from .spec import FORWARDED, HEADER
 
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"  # what ipykernel sets when MPLBACKEND is unset
@@ -28,7 +29,7 @@ def _threads() -> int:
 
 def serve(path: str, preload: Sequence[str]) -> None:
     """Listen on the unix socket ``path``, import ``preload``, then fork a kernel per request until killed."""
-    _die_with_parent(signal.SIGTERM)
+    die_with_parent(signal.SIGTERM)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(64)  # clients wait in the backlog while the imports run
@@ -73,16 +74,21 @@ def serve(path: str, preload: Sequence[str]) -> None:
 
 def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
     head, fds, _, _ = socket.recv_fds(conn, HEADER.size, 3)
-    if len(head) != HEADER.size:
-        raise ValueError("short header")
-    (size,) = HEADER.unpack(head)
-    body = b""
-    while len(body) < size:
-        chunk = conn.recv(size - len(body))
-        if not chunk:
-            raise ValueError("short request")
-        body += chunk
-    return json.loads(body), list(fds)
+    try:
+        if len(head) != HEADER.size:
+            raise ValueError("short header")
+        (size,) = HEADER.unpack(head)
+        body = b""
+        while len(body) < size:
+            chunk = conn.recv(size - len(body))
+            if not chunk:
+                raise ValueError("short request")
+            body += chunk
+        return json.loads(body), list(fds)
+    except BaseException:  # a malformed request must not leave the client's streams open in the server
+        for fd in fds:
+            os.close(fd)
+        raise
 
 
 def _send_line(conn: socket.socket, text: str) -> None:
@@ -136,7 +142,7 @@ def _kernel(request: dict, fds: list[int]) -> None:
     try:
         for sig in FORWARDED + (signal.SIGCHLD,):
             signal.signal(sig, signal.SIG_DFL)
-        _die_with_parent(signal.SIGKILL)  # the middle gone means the client is gone
+        die_with_parent(signal.SIGKILL)  # the middle gone means the client is gone
         for target, fd in enumerate(fds[:3]):
             os.dup2(fd, target)
             os.close(fd)
@@ -199,13 +205,3 @@ def _fresh_state(env: dict) -> None:
         except Exception:  # the pools keep their size; a speed matter only
             pass
     apply_job_env(env)
-
-
-def _die_with_parent(sig: int) -> None:
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(1, int(sig))  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass

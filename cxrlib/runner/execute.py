@@ -4,7 +4,6 @@ own log file and environment, so a crash or out-of-memory kill touches only that
 
 from __future__ import annotations
 
-import ctypes
 import importlib
 import logging
 import multiprocessing as mp
@@ -25,6 +24,7 @@ from ..config import StudyConfig, load_config
 from ..cores import apply_job_env
 from ..errors import ArtifactError
 from ..kernel_fork import fork_kernel_manager
+from ..lifetime import die_with_parent
 from .jobs import Job, Step
 
 KERNEL_NAME = "cxr-study"
@@ -206,19 +206,10 @@ def _raise_interrupt(signum, frame):
     raise _Interrupt(f"signal {signum}")
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to send SIGTERM to this worker when the runner dies (even by SIGKILL)."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-
-
 def _worker(job: Job, ctx: JobContext, env: dict[str, str], log_path: Path, conn, parent_pid: int) -> None:
     signal.set_wakeup_fd(-1)  # the runner's self-pipe is not this process's business
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    _die_with_parent()
+    die_with_parent()  # SIGTERM when the runner dies
     signal.signal(signal.SIGINT, _raise_interrupt)
     code = 1
     try:

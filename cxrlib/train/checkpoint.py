@@ -2,10 +2,10 @@
 
 ``history.csv`` is written after every epoch. The last checkpoint (weights, optimizer, scheduler, AMP scaler,
 RNG and early-stopping state) is written once ``train.checkpoint_every_s`` seconds have passed since the
-previous one (0: every epoch), and ``model.pt`` only right after it, from the best weights kept in memory. A
-checkpoint whose best epoch is not its own and not yet in ``model.pt`` carries those weights, so a kill between
-the two writes is repaired on resume and ``model.pt`` is never newer than its record. At the end, a fit whose
-``model.pt`` lags the best epoch writes both once more.
+previous one (0: every epoch but the last), and ``model.pt`` only right after it, from the best weights kept in
+memory. A checkpoint whose best epoch is not its own and not yet in ``model.pt`` carries those weights, so a
+kill between the two writes is repaired on resume and ``model.pt`` is never newer than its record. At the end, a
+fit whose ``model.pt`` lags the best epoch writes both once more.
 """
 
 from __future__ import annotations
@@ -97,7 +97,8 @@ class Checkpointer:
         epoch, best = progress.history[-1]["epoch"], progress.best_epoch
         io.write_csv(self.fold.history, pd.DataFrame(progress.history, columns=HISTORY_COLUMNS))
         lags = best != self._model_epoch and best > 0
-        if not (lags and final or not final and time.monotonic() - self._written_at >= self.every_s):
+        due = (lags and final) or (not final and time.monotonic() - self._written_at >= self.every_s)
+        if not due:
             return False
         if best == epoch:
             best_state = None  # the model's own weights
