@@ -75,6 +75,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (falls back to eager, with a log line, where it fails)
     augment_on: Literal["auto", "device", "host"] = "auto"  # auto: on CUDA the uint8 images live on the GPU
     label_smoothing: float = 0.0
+    # exponential moving average of the weights, per optimiser step (0: off); validation, early stopping, model.pt
+    # and the predictions use the average. Its horizon is ~1/(1 - decay) steps: keep it under an epoch or two
+    ema_decay: float = 0.0
     # progressive resizing: the first epoch trains on crops downscaled to this size, growing linearly to
     # image_size by the last epoch (0: off); validation and test always see image_size
     progressive_from: int = 0
@@ -301,6 +304,7 @@ def _check_values(cfg: StudyConfig, where: str) -> None:
     need(t.patience >= 1, "train.patience", "must be >= 1")
     need(t.checkpoint_every_s >= 0, "train.checkpoint_every_s", "must be >= 0 (0: after every epoch but the last)")
     need(0 <= t.label_smoothing < 1, "train.label_smoothing", f"must be in [0, 1), got {t.label_smoothing}")
+    need(0 <= t.ema_decay < 1, "train.ema_decay", f"must be in [0, 1) (0: off), got {t.ema_decay}")
     need(t.rotation >= 0 and t.brightness >= 0, "train.rotation/brightness", "must be >= 0")
     need(t.num_workers >= 0, "train.num_workers", "must be >= 0")
     need(t.progressive_from == 0 or 16 <= t.progressive_from <= t.image_size, "train.progressive_from",

@@ -15,6 +15,7 @@ from ..device import to_device, use_channels_last
 from ..models import head_name, set_train_mode, unwrap
 from ..transforms import Augment, as_uint8_batch, check_batch_stats, eval_batch
 from .distributed import Dist
+from .ema import WeightAverage
 from .features import FeatureCache, build_feature_cache
 from .fold_data import FoldData
 from .sampling import AugmentedBatches, epoch_indices, split_batches, worker_init
@@ -54,8 +55,8 @@ class EpochRunner:
     """Trains one epoch and runs one validation pass of ``model`` on a fold's images (AMP on CUDA)."""
 
     def __init__(self, model: nn.Module, data: FoldData, t: TrainConfig, device: torch.device, d: Dist,
-                 use_cache: bool, echo: Callable[[str], None]):
-        self.model, self.t, self.device, self.d = model, t, device, d
+                 use_cache: bool, echo: Callable[[str], None], ema: Optional[WeightAverage] = None):
+        self.model, self.t, self.device, self.d, self.ema = model, t, device, d, ema
         self.precision = resolve_precision(t.precision, device)
         self.amp = self.precision.dtype is not None
         self.channels_last = use_channels_last(device, t.image_size, t.memory_format)
@@ -110,6 +111,8 @@ class EpochRunner:
         self.scaler.scale(loss).backward()
         self.scaler.step(opt)
         self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.model)
         if isinstance(net, CompiledOrEager):
             net.succeeded = True
         return float(loss.detach()) * len(y), int((logits.argmax(1) == y).sum())
@@ -144,9 +147,10 @@ class EpochRunner:
         return loss_sum, correct, seen
 
     @torch.inference_mode()
-    def validate(self) -> tuple[float, float, int]:
-        """(loss sum, correct, images) over this rank's share of the validation images."""
-        d, model = self.d, unwrap(self.model)
+    def validate(self, model: Optional[nn.Module] = None) -> tuple[float, float, int]:
+        """(loss sum, correct, images) of ``model`` (default: the trained one) over this rank's share of the
+        validation images."""
+        d, model = self.d, unwrap(model if model is not None else self.model)
         rows = np.arange(d.rank, len(self.val_targets), d.world)
         y_all = torch.as_tensor(self.val_targets)
         loss_sum, correct = 0.0, 0
@@ -156,7 +160,7 @@ class EpochRunner:
             idx = torch.as_tensor(rows[start:start + bs])
             if self.val_cache is not None:
                 x = self.val_cache.plain[idx]
-                net = self.head
+                net = model.get_submodule(head_of(model))
             else:
                 x = eval_batch(self.val_images[idx.numpy()], self.t.image_size)
                 net = model

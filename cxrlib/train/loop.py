@@ -18,6 +18,7 @@ from ..layout import FoldLayout
 from ..models import unwrap
 from .checkpoint import Checkpointer, Progress
 from .distributed import Dist
+from .ema import weight_average
 from .epoch import EpochRunner, epoch_image_size, head_of
 from .fold_data import FoldData
 from .optim import make_optimizer, make_scheduler
@@ -51,7 +52,8 @@ def fit(model: nn.Module, data: FoldData, t: TrainConfig, fold: Optional[FoldLay
         device: torch.device, d: Dist = Dist(), progress: bool = False,
         callback: Optional[Callable[[dict], None]] = None,
         echo: Callable[[str], None] = functools.partial(print, flush=True)) -> FitResult:
-    """Train ``model`` on ``data`` (train part), early-stopping on the val part; restores the best weights.
+    """Train ``model`` on ``data`` (train part), early-stopping on the val part; restores the best weights (with
+    ``t.ema_decay``, the best epoch's average of the weights).
 
     With ``fold``, writes history.csv every epoch, the last checkpoint and model.pt (best) every
     ``t.checkpoint_every_s`` seconds and at the end (rank 0), and resumes from an existing last checkpoint.
@@ -69,13 +71,15 @@ def fit(model: nn.Module, data: FoldData, t: TrainConfig, fold: Optional[FoldLay
         raise CxrError("model.freeze leaves no trainable parameters")
     opt = make_optimizer(params, t)
     sched = make_scheduler(opt, t)
+    ema = weight_average(model, t.ema_decay)
     saver = Checkpointer(fold, meta, writes=d.is_main, every_s=t.checkpoint_every_s)
-    state = saver.resume(model, opt, sched) or Progress([])
+    state = saver.resume(model, opt, sched, ema) or Progress([])
     first_epoch = state.next_epoch
     if state.history:
         echo(f"resuming at epoch {first_epoch} (best so far: epoch {state.best_epoch}, "
              f"val_loss {state.best_val_loss:.4f})")
-    runner = EpochRunner(model, data, t, device, d, use_cache, echo)
+    runner = EpochRunner(model, data, t, device, d, use_cache, echo, ema)
+    evaluated = ema.module if ema is not None else unwrap(model)  # the weights validated and kept as the best
     if state.scaler_state:
         runner.scaler.load_state_dict(state.scaler_state)
     net: nn.Module = model
@@ -96,7 +100,7 @@ def fit(model: nn.Module, data: FoldData, t: TrainConfig, fold: Optional[FoldLay
         lr = opt.param_groups[0]["lr"]
         loss_sum, correct, seen = d.sum(list(runner.train_epoch(net, opt, epoch)), device)
         train_seconds = time.perf_counter() - tick
-        v_loss, v_correct, v_seen = d.sum(list(runner.validate()), device)
+        v_loss, v_correct, v_seen = d.sum(list(runner.validate(evaluated)), device)
         val_loss, val_acc = v_loss / max(v_seen, 1), v_correct / max(v_seen, 1)
         if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
             sched.step(val_loss)
@@ -110,11 +114,11 @@ def fit(model: nn.Module, data: FoldData, t: TrainConfig, fold: Optional[FoldLay
         improved = val_loss < state.best_val_loss
         if improved:
             state.best_val_loss, state.best_epoch, state.bad_epochs = val_loss, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in unwrap(model).state_dict().items()}
+            best_state = {k: v.detach().clone() for k, v in evaluated.state_dict().items()}
         else:
             state.bad_epochs += 1
         final = epoch == t.epochs or state.bad_epochs >= t.patience
-        saver.save(model, opt, sched, runner.scaler, state, best_state, final)
+        saver.save(model, opt, sched, runner.scaler, state, best_state, final, ema)
         echo(f"epoch {epoch}/{t.epochs} train_loss={row['train_loss']:.4f} train_acc={row['train_acc']:.3f} "
              f"val_loss={val_loss:.4f} val_acc={val_acc:.3f} lr={lr:.2e} {row['seconds']:.1f}s "
              f"{row['images_per_s']:.0f} img/s" + (" *" if improved else ""))
