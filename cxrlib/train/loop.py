@@ -53,7 +53,8 @@ def fit(model: nn.Module, data: FoldData, t: TrainConfig, fold: Optional[FoldLay
         callback: Optional[Callable[[dict], None]] = None,
         echo: Callable[[str], None] = functools.partial(print, flush=True)) -> FitResult:
     """Train ``model`` on ``data`` (train part), early-stopping on the val part; restores the best weights (with
-    ``t.ema_decay``, the best epoch's average of the weights).
+    ``t.ema_decay``, the best epoch's average of the weights). Epochs of a progressive-resizing ramp (crops below
+    ``t.image_size``, validated at full size) do not count against ``t.patience``.
 
     With ``fold``, writes history.csv every epoch, the last checkpoint and model.pt (best) every
     ``t.checkpoint_every_s`` seconds and at the end (rank 0), and resumes from an existing last checkpoint.
@@ -115,7 +116,7 @@ def fit(model: nn.Module, data: FoldData, t: TrainConfig, fold: Optional[FoldLay
         if improved:
             state.best_val_loss, state.best_epoch, state.bad_epochs = val_loss, epoch, 0
             best_state = {k: v.detach().clone() for k, v in evaluated.state_dict().items()}
-        else:
+        elif row["image_size"] == t.image_size:  # a ramp's smaller crops are no sign of stagnation
             state.bad_epochs += 1
         final = epoch == t.epochs or state.bad_epochs >= t.patience
         saver.save(model, opt, sched, runner.scaler, state, best_state, final, ema)

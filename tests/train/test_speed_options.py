@@ -109,3 +109,16 @@ def test_progressive_resizing_ramps_the_training_crop_and_validates_at_full_size
     assert {s for s in seen[:len(seen) // 3]} == {(16, 16)} and seen[-1] == (full, full)
     with pytest.raises(ConfigError, match="train.progressive_from"):
         smoke_cfg(f"train.progressive_from={full + 8}")
+
+
+@pytest.mark.parametrize("progressive_from, epochs_run", [(16, 5), (0, 2)])
+def test_epochs_of_a_resizing_ramp_do_not_count_against_patience(tmp_path, monkeypatch, smoke_cfg,
+                                                                  progressive_from, epochs_run):
+    """Validation is at full size; a network still training on smaller crops scores worse there without
+    stagnating. A validation loss that only rises stops a fixed-size fit after ``patience`` epochs, and a ramp's
+    fit only once full-size epochs fail to improve."""
+    losses = iter(range(1, 100))
+    monkeypatch.setattr(EpochRunner, "validate", lambda self, model=None: (float(next(losses)), 1.0, 1))
+    cfg = smoke_cfg("train.epochs=5", "train.patience=1", f"train.progressive_from={progressive_from}")
+    result = train_fold(cfg, make_run(tmp_path), "multiclass", 0, progress=False)
+    assert len(result.history) == epochs_run and result.best_epoch == 1
