@@ -20,13 +20,30 @@ def sampling_weights(targets: np.ndarray, sampler: str, sources: np.ndarray | No
     return 1.0 / np.bincount(targets)[targets]
 
 
+def balanced_order(targets: np.ndarray, g: torch.Generator) -> torch.Tensor:
+    """``len(targets)`` draws, each class equally often (the remainder to random classes), each class's images
+    without replacement: a random subset of a large class, a small class's images cycled in fresh shuffles."""
+    targets = np.asarray(targets)
+    classes = np.unique(targets)
+    quota = np.full(len(classes), len(targets) // len(classes))
+    quota[torch.randperm(len(classes), generator=g)[:len(targets) % len(classes)].numpy()] += 1
+    drawn = []
+    for c, q in zip(classes, quota.tolist()):
+        members = torch.as_tensor(np.flatnonzero(targets == c))
+        cycles = -(-q // len(members))
+        drawn.append(torch.cat([members[torch.randperm(len(members), generator=g)] for _ in range(cycles)])[:q])
+    order = torch.cat(drawn)
+    return order[torch.randperm(len(order), generator=g)]
+
+
 def epoch_indices(targets: np.ndarray, seed: int, epoch: int, sampler: str = "weighted",
                   rank: int = 0, world: int = 1, sources: np.ndarray | None = None) -> torch.Tensor:
     """Training order of one epoch; this rank's slice of it.
 
     ``weighted``: len(targets) draws with replacement, each class equally likely (weights 1/class count);
     ``source_balanced``: the same with weights 1/count(class, source) (``sources`` given, one per target);
-    ``none``: a permutation. Every rank draws the same order (shared seed) and takes every world-th index,
+    ``balanced``: each class equally often without replacement within a class (``balanced_order``; every image
+    of a balanced set each epoch, where ``weighted`` leaves out about a third); ``none``: a permutation. Every rank draws the same order (shared seed) and takes every world-th index,
     after wrapping the order to a multiple of ``world`` so ranks run the same number of steps.
     """
     n = len(targets)
@@ -34,6 +51,8 @@ def epoch_indices(targets: np.ndarray, seed: int, epoch: int, sampler: str = "we
     if sampler in ("weighted", "source_balanced"):
         weights = torch.as_tensor(sampling_weights(targets, sampler, sources), dtype=torch.float64)
         order = torch.multinomial(weights, n, replacement=True, generator=g)
+    elif sampler == "balanced":
+        order = balanced_order(targets, g)
     else:
         order = torch.randperm(n, generator=g)
     if world > 1:

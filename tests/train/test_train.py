@@ -130,6 +130,24 @@ def test_weighted_sampler_balances_classes_and_ranks_share_one_order():
     assert torch.equal(torch.stack(slices, 1).reshape(-1)[:999], whole)
 
 
+def test_balanced_sampler_draws_classes_equally_without_replacement_within_a_class():
+    targets = np.array([0] * 10 + [1] * 4 + [2] * 1)
+    order = epoch_indices(targets, seed=3, epoch=1, sampler="balanced").numpy()
+    assert len(order) == 15 and np.bincount(targets[order]).tolist() == [5, 5, 5]
+    large, small, single = (order[targets[order] == c] for c in range(3))
+    assert len(set(large.tolist())) == 5  # a subset of the large class, no image twice
+    assert set(small.tolist()) == {10, 11, 12, 13}  # every image of the small class, one of them twice
+    assert single.tolist() == [14] * 5
+    seen = set().union(*(epoch_indices(targets, seed=3, epoch=e, sampler="balanced").tolist() for e in range(1, 6)))
+    assert seen == set(range(15))  # the large class's images vary between epochs
+    assert not np.array_equal(order, epoch_indices(targets, seed=3, epoch=2, sampler="balanced").numpy())
+    odd = np.array([0, 1, 2] * 40 + [0])  # 121 draws: the one left over goes to a class drawn at random
+    counts = np.bincount(odd[epoch_indices(odd, seed=3, epoch=1, sampler="balanced").numpy()]).tolist()
+    assert sorted(counts) == [40, 40, 41]
+    balanced = epoch_indices(np.array([0, 1] * 50), seed=3, epoch=1, sampler="balanced")
+    assert sorted(balanced.tolist()) == list(range(100))  # balanced classes: a permutation of every image
+
+
 def test_a_trailing_batch_of_one_joins_the_previous():
     sizes = [len(b) for b in split_batches(torch.arange(9), 4)]
     assert sizes == [4, 5]
