@@ -43,8 +43,9 @@ def epoch_indices(targets: np.ndarray, seed: int, epoch: int, sampler: str = "we
     ``weighted``: len(targets) draws with replacement, each class equally likely (weights 1/class count);
     ``source_balanced``: the same with weights 1/count(class, source) (``sources`` given, one per target);
     ``balanced``: each class equally often without replacement within a class (``balanced_order``; every image
-    of a balanced set each epoch, where ``weighted`` leaves out about a third); ``none``: a permutation. Every rank draws the same order (shared seed) and takes every world-th index,
-    after wrapping the order to a multiple of ``world`` so ranks run the same number of steps.
+    of a balanced set each epoch, where ``weighted`` leaves out about a third); ``none``: a permutation.
+    Every rank draws the same order (shared seed) and takes every world-th index, after wrapping the order to a
+    multiple of ``world`` so ranks run the same number of steps.
     """
     n = len(targets)
     g = generator(seed, "sampler", epoch)
