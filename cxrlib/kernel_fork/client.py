@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 from typing import Optional
 
 from .spec import FORWARDED, HEADER, MODULE, kernel_command
 
+PARENT_POLL_S = 1.0  # as ipykernel's parent poller
+
 
 def client(server: str, command: list[str]) -> int:
     """Have the server at ``server`` fork the kernel of ``command`` (the kernel spec's), wait for it and return
-    its exit code; run ``command`` itself when the server cannot."""
+    its exit code; run ``command`` itself when the server cannot. Like a kernel jupyter_client starts itself, it
+    ends (and the middle kills the kernel) when the process that launched it dies without shutting it down."""
+    parent = os.getppid()
     parts = kernel_command(command)
     sock = None
     if parts is not None and server:
@@ -41,6 +46,11 @@ def client(server: str, command: list[str]) -> int:
     for sig in FORWARDED:
         signal.signal(sig, forward)
     while True:
+        if not select.select([sock], [], [], PARENT_POLL_S)[0]:
+            if os.getppid() != parent:  # the kernel manager was killed: no one will shut this kernel down
+                sock.close()  # the middle sees it and kills the kernel
+                return 1
+            continue
         line = _read_line(sock)
         if line is None:
             return 1  # the middle went away without a word
@@ -59,11 +69,14 @@ def _read_line(sock: socket.socket) -> Optional[str]:
     return data.decode().strip()
 
 
-def fork_kernel_manager(server: str):
-    """A jupyter_client ``KernelManager`` class whose kernels come from the server at ``server``."""
-    from jupyter_client.manager import KernelManager
+def fork_kernel_manager(server: str, base: Optional[type] = None):
+    """A jupyter_client kernel manager class whose kernels come from the server at ``server``: a subclass of
+    ``base``, by default the ``AsyncKernelManager`` nbclient expects (with a blocking one its event loop stalls
+    in the client's polls, and an interrupted job waits for the cell to end)."""
+    if base is None:
+        from jupyter_client.manager import AsyncKernelManager as base
 
-    class ForkKernelManager(KernelManager):
+    class ForkKernelManager(base):
         def format_kernel_cmd(self, extra_arguments=None):
             cmd = super().format_kernel_cmd(extra_arguments)
             parts = kernel_command(cmd)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from jupyter_client.manager import AsyncKernelManager, KernelManager
 
 from cxrlib.kernel_fork import KernelForkServer, fork_kernel_manager, kernel_command, notebook_imports
 
@@ -55,7 +56,7 @@ def kernels(tmp_path, monkeypatch):
     started = []
 
     def start(server, cwd=tmp_path, **env):
-        km = fork_kernel_manager(server)(kernel_name="forktest")
+        km = fork_kernel_manager(server, KernelManager)(kernel_name="forktest")  # blocking API for the tests
         base = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}  # the test's own budget aside
         km.start_kernel(cwd=str(cwd), env={**base, **env})
         kc = km.client()
@@ -184,3 +185,79 @@ def test_a_server_that_is_not_single_threaded_refuses_and_kernels_start_anyway(k
 def test_a_non_ipykernel_spec_gets_no_server():
     server = KernelForkServer(["/opt/ir/bin/R", "--slave", "-f", "{connection_file}"], ["json"])
     assert server.start() is None and server.path is None
+
+
+WORKER = """
+import signal, sys
+import papermill
+from cxrlib.kernel_fork import fork_kernel_manager
+
+def stop(signum, frame):
+    raise KeyboardInterrupt(signum)  # as the runner's job worker does on SIGTERM
+
+signal.signal(signal.SIGTERM, stop)
+server, src, out = sys.argv[1:]
+papermill.execute_notebook(src, out, kernel_name="forktest", language="python", progress_bar=False,
+                           kernel_manager_class=fork_kernel_manager(server))
+"""
+
+
+def _papermill_worker(server: str, tmp_path: Path):
+    """A process running a notebook the way a job worker does, through the forked kernel; (process, kernel pid)
+    once its long second cell is running."""
+    import subprocess
+
+    pid_file = tmp_path / "kernel.pid"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(f"import os; open({str(pid_file)!r}, 'w').write(str(os.getpid()))"),
+                nbformat.v4.new_code_cell("import time; time.sleep(300)")]
+    nbformat.write(nb, tmp_path / "slow.ipynb")
+    (tmp_path / "worker.py").write_text(WORKER)
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "worker.py"), server, str(tmp_path / "slow.ipynb"),
+                             str(tmp_path / "out.ipynb")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        time.sleep(0.1)
+    time.sleep(0.5)  # into the sleeping cell
+    return proc, int(pid_file.read_text())
+
+
+def test_the_runner_gets_the_async_manager_nbclient_expects():
+    assert issubclass(fork_kernel_manager("/x.sock"), AsyncKernelManager)
+
+
+def test_an_interrupted_notebook_run_ends_without_waiting_for_the_cell_and_takes_its_kernel(kernels, tmp_path):
+    """A stopped run (SIGTERM to a job worker) must not wait for the running cell: with a blocking manager
+    nbclient's event loop sat in the client's poll until the cell ended, and the runner killed the worker."""
+    with KernelForkServer(SPEC, ["json"]) as server:
+        proc, kernel = _papermill_worker(server.path, tmp_path)
+        try:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)  # the cell sleeps 300 s
+            assert proc.returncode != 0
+            assert _wait_gone(kernel)
+        finally:
+            _kill(proc, kernel)
+
+
+def test_a_killed_kernel_manager_takes_its_forked_kernel_along(kernels, tmp_path):
+    """As ipykernel's parent poller does for a kernel jupyter_client started itself."""
+    with KernelForkServer(SPEC, ["json"]) as server:
+        proc, kernel = _papermill_worker(server.path, tmp_path)
+        try:
+            proc.kill()
+            proc.wait()
+            assert _wait_gone(kernel)
+        finally:
+            _kill(proc, kernel)
+
+
+def _kill(proc, kernel: int) -> None:
+    """Leave no process behind when a test fails."""
+    proc.kill()
+    proc.wait()
+    try:
+        os.kill(kernel, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
