@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 #: Outcome statuses of one invocation ("uptodate": complete outputs found, nothing run).
 DONE, UPTODATE, FAILED, SKIPPED = "done", "uptodate", "failed", "skipped"
+STOP_GRACE_S = 20.0  # a stopped run waits this long for its workers to end, then kills them
 
 
 @dataclass
@@ -192,9 +193,11 @@ def run_jobs(jobs: Sequence[Job], ctx: JobContext, selected: Sequence[int] | Non
         env = job_env(slot, parallel, gpus, ncores, threads, retain_memory)
         running[job.id] = spawn_job(job, context_for(job), env, log, slot)
 
-    def reap(worker: Worker, interrupted: str | None = None) -> None:
+    def reap(worker: Worker, interrupted: str | None = None, killed: bool = False) -> None:
         status, error = collect(worker)
-        if interrupted and status == FAILED:
+        if killed:  # our SIGKILL, not the kernel's out-of-memory killer
+            error = f"interrupted by {interrupted}: still running {STOP_GRACE_S:g} s later, killed"
+        elif interrupted and status == FAILED:
             error = f"interrupted by {interrupted} ({error})"
         job = worker.job
         seconds = round(time.monotonic() - worker.started, 2)
@@ -267,12 +270,13 @@ def run_jobs(jobs: Sequence[Job], ctx: JobContext, selected: Sequence[int] | Non
                 result.interrupted = stop.names[0]
                 for worker in running.values():
                     worker.process.terminate()
-                deadline = time.monotonic() + 20
+                deadline = time.monotonic() + STOP_GRACE_S
                 for worker in list(running.values()):
                     worker.process.join(max(0.1, deadline - time.monotonic()))
-                    if worker.process.is_alive():
+                    killed = worker.process.is_alive()
+                    if killed:
                         worker.process.kill()
-                    reap(worker, interrupted=result.interrupted)
+                    reap(worker, interrupted=result.interrupted, killed=killed)
         finally:
             bar.close()
             if server is not None:

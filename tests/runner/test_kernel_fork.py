@@ -204,7 +204,7 @@ papermill.execute_notebook(src, out, kernel_name="forktest", language="python", 
 
 def _papermill_worker(server: str, tmp_path: Path):
     """A process running a notebook the way a job worker does, through the forked kernel; (process, kernel pid)
-    once its long second cell is running."""
+    once its long second cell is running. The callers take the ``kernels`` fixture for its kernel spec."""
     import subprocess
 
     pid_file = tmp_path / "kernel.pid"
@@ -219,6 +219,7 @@ def _papermill_worker(server: str, tmp_path: Path):
     while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read().decode()
         time.sleep(0.1)
+    assert pid_file.exists() and pid_file.read_text(), "the notebook's first cell did not run within 120 s"
     time.sleep(0.5)  # into the sleeping cell
     return proc, int(pid_file.read_text())
 

@@ -396,6 +396,42 @@ print("INTERRUPTED", res.interrupted, {{k: o.status for k, o in res.outcomes.ite
     assert entry["status"] == "failed" and "interrupted by SIGTERM" in entry["error"]
 
 
+
+def test_a_worker_that_ignores_sigterm_is_killed_after_the_grace_and_said_so(tmp_path):
+    script = tmp_path / "drive.py"
+    script.write_text(f"""
+import signal, sys, time
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from pathlib import Path
+from test_runner import pyjob, ctx_for
+import cxrlib.runner.schedule as schedule
+from cxrlib.runner.state import RunRecord
+
+def stubborn(job, ctx):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(60)
+
+schedule.STOP_GRACE_S = 1
+ctx = ctx_for(Path({str(tmp_path)!r}))
+res = schedule.run_jobs([pyjob("stubborn", step=stubborn)], ctx, record=RunRecord(ctx.run_dir), progress=False,
+                        gpus=[])
+print("INTERRUPTED", res.interrupted, res.outcomes["stubborn"].note)
+""")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    record = RunRecord(tmp_path / "run")
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        data = record.path.exists() and record.read()
+        if data and data["jobs"].get("stubborn", {}).get("status") == "running":
+            break
+        time.sleep(0.1)
+    time.sleep(1.0)  # the step has set its SIG_IGN
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert "INTERRUPTED SIGTERM interrupted by SIGTERM: still running 1 s later, killed" in out
+    assert "out of memory" not in record.read()["jobs"]["stubborn"]["error"]
+
+
 # ------------------------------------------------------------------------------------------ notebooks
 
 
