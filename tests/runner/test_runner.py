@@ -363,6 +363,15 @@ def test_parallel_starts_long_jobs_first_so_short_ones_fill_the_end(tmp_path):
     assert [start_priority(j) for j in jobs[:2]] == [1, 3] and start_priority(pyjob("x")) == len(START_ORDER)
 
 
+def _wait_running(record: RunRecord, job_id: str, seconds: float = 30) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        data = record.path.exists() and record.read()
+        if data and data["jobs"].get(job_id, {}).get("status") == "running":
+            return
+        time.sleep(0.1)
+
+
 def test_sigterm_stops_the_run_and_records_the_running_job(tmp_path):
     script = tmp_path / "drive.py"
     script.write_text(f"""
@@ -383,12 +392,7 @@ print("INTERRUPTED", res.interrupted, {{k: o.status for k, o in res.outcomes.ite
 """)
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     record = RunRecord(tmp_path / "run")
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        data = record.path.exists() and record.read()
-        if data and data["jobs"].get("slow", {}).get("status") == "running":
-            break
-        time.sleep(0.1)
+    _wait_running(record, "slow")
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=30)
     assert "INTERRUPTED SIGTERM {'slow': 'failed'}" in out
@@ -419,12 +423,7 @@ print("INTERRUPTED", res.interrupted, res.outcomes["stubborn"].note)
 """)
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     record = RunRecord(tmp_path / "run")
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        data = record.path.exists() and record.read()
-        if data and data["jobs"].get("stubborn", {}).get("status") == "running":
-            break
-        time.sleep(0.1)
+    _wait_running(record, "stubborn")
     time.sleep(1.0)  # the step has set its SIG_IGN
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=30)
