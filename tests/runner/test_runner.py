@@ -370,6 +370,7 @@ def _wait_running(record: RunRecord, job_id: str, seconds: float = 30) -> None:
         if data and data["jobs"].get(job_id, {}).get("status") == "running":
             return
         time.sleep(0.1)
+    raise AssertionError(f"job {job_id} was not running within {seconds:g} s")
 
 
 def test_sigterm_stops_the_run_and_records_the_running_job(tmp_path):
@@ -400,7 +401,6 @@ print("INTERRUPTED", res.interrupted, {{k: o.status for k, o in res.outcomes.ite
     assert entry["status"] == "failed" and "interrupted by SIGTERM" in entry["error"]
 
 
-
 def test_a_worker_that_ignores_sigterm_is_killed_after_the_grace_and_said_so(tmp_path):
     script = tmp_path / "drive.py"
     script.write_text(f"""
@@ -413,6 +413,7 @@ from cxrlib.runner.state import RunRecord
 
 def stubborn(job, ctx):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    Path({str(tmp_path / "ignoring")!r}).touch()
     time.sleep(60)
 
 schedule.STOP_GRACE_S = 1
@@ -424,7 +425,9 @@ print("INTERRUPTED", res.interrupted, res.outcomes["stubborn"].note)
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     record = RunRecord(tmp_path / "run")
     _wait_running(record, "stubborn")
-    time.sleep(1.0)  # the step has set its SIG_IGN
+    deadline = time.time() + 30
+    while not (tmp_path / "ignoring").exists() and time.time() < deadline:  # the step has set its SIG_IGN
+        time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=30)
     assert "INTERRUPTED SIGTERM interrupted by SIGTERM: still running 1 s later, killed" in out
