@@ -101,6 +101,9 @@ class EvaluateConfig:
     ci_level: float = 0.95
     external: Optional[str] = None  # a data root in any supported layout
     tta_flip: bool = False  # predictions average the image and its mirror (training's validation stays plain)
+    # temperature: each fold model's logits are divided by a T fitted on its validation images (minimum NLL) for
+    # every prediction it makes (test, external, predict, export); T is kept in model.pt. none: T = 1
+    calibration: Literal["none", "temperature"] = "none"
     seed: int = 0
 
 

@@ -3,7 +3,7 @@
 The exported model takes a (N, 1, resize, resize) batch already resized like the training cache (square,
 bilinear, 8-bit grayscale): uint8 0..255, or float 0..1 (the ONNX file takes float32 0..1 only). Inside it
 centre-crops to ``image_size``, replicates gray to RGB, normalises with ImageNet mean/std, runs every fold model
-and returns the mean softmax probability (N, C) in the card's class order: what ``python -m cxrlib predict``
+(its logits divided by its calibration temperature) and returns the mean softmax probability (N, C) in the card's class order: what ``python -m cxrlib predict``
 reports as ``prob_<class>``.
 """
 
@@ -35,15 +35,20 @@ INTENDED_USE = ("Research only: not for clinical use, diagnosis or triage. Train
 class EnsembleModule(nn.Module):
     """Crop + normalise + every fold model + mean softmax, for (N, 1, resize, resize) uint8 or float 0..1 input."""
 
-    def __init__(self, models: Sequence[nn.Module], resize: int, image_size: int, tta_flip: bool = False):
+    def __init__(self, models: Sequence[nn.Module], resize: int, image_size: int, tta_flip: bool = False,
+                 temperatures: Sequence[float] | None = None):
         super().__init__()
         self.models = nn.ModuleList(models)
+        temperatures = [1.0] * len(self.models) if temperatures is None else [float(t) for t in temperatures]
+        if len(temperatures) != len(self.models) or min(temperatures, default=1.0) <= 0:
+            raise ValueError(f"EnsembleModule: needs one temperature > 0 per model, got {temperatures}")
         self.image_size = int(image_size)
         self.tta_flip = bool(tta_flip)  # each image averaged with its mirror, as the study predicted
         # torchvision's centre-crop anchor for a resize x resize input
         self.top = int(round((resize - image_size) / 2.0))
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("temperature", torch.tensor(temperatures, dtype=torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.uint8:
@@ -55,9 +60,10 @@ class EnsembleModule(nn.Module):
         x = (x - self.mean) / self.std
         total = torch.zeros(0)
         for i, model in enumerate(self.models):
-            p = torch.softmax(model(x), dim=1)
+            t = self.temperature[i]
+            p = torch.softmax(model(x) / t, dim=1)
             if self.tta_flip:
-                p = (p + torch.softmax(model(torch.flip(x, dims=[3])), dim=1)) / 2
+                p = (p + torch.softmax(model(torch.flip(x, dims=[3])) / t, dim=1)) / 2
             total = p if i == 0 else total + p
         return total / len(self.models)
 
@@ -65,7 +71,7 @@ class EnsembleModule(nn.Module):
 def ensemble_module(ens: FoldEnsemble) -> EnsembleModule:
     """The wrapper of an ensemble's fold models (on CPU, eval mode)."""
     return EnsembleModule([ens.models[k].to("cpu") for k in ens.folds], ens.resize, ens.image_size,
-                          ens.tta_flip).eval()
+                          ens.tta_flip, [ens.temperature(k) for k in ens.folds]).eval()
 
 
 def _write_model(module: EnsembleModule, fmt: str, path: Path, resize: int) -> None:
@@ -125,6 +131,9 @@ def model_card(run_dir: str | os.PathLike, task: str, ens: FoldEnsemble, fmt: st
         "folds": ens.folds,
         "archs": {str(k): a for k, a in ens.archs.items()},
         "output": "mean over the fold models of the softmax probabilities, (N, C) in the order of classes",
+        "calibration": {"temperature": {str(k): ens.temperature(k) for k in ens.folds},
+                        "note": "each fold model's logits are divided by its temperature before the softmax "
+                                "(inside the model; 1.0: not calibrated)"},
         "preprocessing": {
             "decode": "8-bit grayscale (DICOM: modality LUT, VOI LUT or window, MONOCHROME1 inverted)",
             "resize": ens.resize, "resize_method": "bilinear to resize x resize, aspect ratio not kept",

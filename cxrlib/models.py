@@ -226,6 +226,20 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module | dict[str, torch.
     return Path(path)
 
 
+def set_checkpoint_meta(path: str | os.PathLike, **items: Any) -> Path:
+    """Add or replace meta entries of a checkpoint written by ``save_checkpoint`` (atomically; weights kept)."""
+    path = Path(path)
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(obj, dict) or "state_dict" not in obj:
+        raise ArtifactError(f"{path}: not a cxrlib checkpoint (needs state_dict)")
+    reserved = sorted(set(items) & {"state_dict", "arch", "classes"})
+    if reserved:
+        raise ValueError(f"set_checkpoint_meta: {reserved} cannot be changed")
+    with io.atomic_path(path) as tmp:
+        torch.save({**obj, **items}, tmp)
+    return path
+
+
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """(model in eval mode on ``device``, meta) from a checkpoint written by ``save_checkpoint``."""
     path = Path(path)

@@ -40,6 +40,9 @@ def test_torchscript_round_trip_uint8_and_float(trained_run, batch, capsys):
     assert card["training_data"]["by_class"] == {"covid19": 3, "normal": 3, "viral_pneumonia": 3}
     assert set(card["training_data"]["confounds"]["single_source_classes"]) == {"normal", "viral_pneumonia", "covid19"}
     assert "not for clinical use" in card["intended_use"]
+    ens = load_ensemble(trained_run, TASK, device="cpu")
+    assert card["calibration"]["temperature"] == {str(k): ens.temperature(k) for k in TRAINED_FOLDS}
+    assert all(t != 1.0 for t in card["calibration"]["temperature"].values())  # applied inside the model
     assert card["cross_validation"] is None  # this run was never evaluated
 
 

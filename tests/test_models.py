@@ -16,7 +16,9 @@ from cxrlib import models
 from cxrlib.errors import ArtifactError, ConfigError
 from cxrlib.inference import predict_probs
 from cxrlib.transforms import eval_batch as eval_tensor
-from cxrlib.models import ARCHS, build_model, cam_layers, load_checkpoint, save_checkpoint, set_train_mode
+from cxrlib.models import (
+    ARCHS, build_model, cam_layers, load_checkpoint, save_checkpoint, set_checkpoint_meta, set_train_mode,
+)
 from cxrlib.transforms import IMAGENET_MEAN, IMAGENET_STD, Augment, AugParams, check_batch_stats
 
 torch.set_num_threads(1)
@@ -139,6 +141,17 @@ def test_checkpoint_round_trip_and_missing_checkpoint(tmp_path):
         torch.testing.assert_close(loaded(_x()), model(_x()))
     with pytest.raises(ArtifactError, match="nope.pt"):
         load_checkpoint(tmp_path / "nope.pt")
+
+    set_checkpoint_meta(tmp_path / "m.pt", temperature=0.7)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # replaced atomically, no temporary left
+    again, got = load_checkpoint(tmp_path / "m.pt")
+    assert got == {**meta, "temperature": 0.7}
+    torch.testing.assert_close(again.state_dict(), loaded.state_dict())
+    with pytest.raises(ValueError, match="classes"):
+        set_checkpoint_meta(tmp_path / "m.pt", classes=["a", "b"])
+    torch.save({"weights": {}}, tmp_path / "other.pt")
+    with pytest.raises(ArtifactError, match="other.pt: not a cxrlib checkpoint"):
+        set_checkpoint_meta(tmp_path / "other.pt", temperature=0.7)
 
 
 def _images(n=4, size=40, seed=0):

@@ -15,10 +15,13 @@ from .artifacts import (
 from .metrics import across_folds, expected_calibration_error, reliability_bins, score_predictions, top_confidence
 from .pooled import cluster_ids, pooled_metrics
 from .summary import read_summary, summarize_task, write_fold_metrics
-from .tables import DISPLAY_NAMES, PUBLISHED, errors_by_source, external_table, fold_table, paper_table
+from .tables import (
+    DISPLAY_NAMES, PUBLISHED, calibration_note, errors_by_source, external_table, fold_table, paper_table,
+)
 
 __all__ = [
-    "DISPLAY_NAMES", "PREDICTION_COLUMNS", "PUBLISHED", "across_folds", "attach_groups", "check_predictions",
+    "DISPLAY_NAMES", "PREDICTION_COLUMNS", "PUBLISHED", "across_folds", "attach_groups", "calibration_note",
+    "check_predictions",
     "cluster_ids", "errors_by_source", "expected_calibration_error", "external_table", "fold_table",
     "load_fold_predictions", "load_histories", "paper_table", "pooled_metrics", "read_predictions", "read_summary",
     "reliability_bins", "score_predictions", "scored_rows", "summarize_task", "top_confidence",

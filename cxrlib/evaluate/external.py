@@ -171,7 +171,7 @@ def predict_external(
             if transform is not None:
                 images = transform(images, frame.iloc[start:start + CHUNK])
             probs.append(predict_probs(model, images, int(meta["image_size"]), cfg.train.batch_size, device,
-                                       bool(meta.get("tta_flip", False))))
+                                       bool(meta.get("tta_flip", False)), float(meta.get("temperature", 1.0))))
         del model
         p = np.concatenate(probs)
         per_model.append(p)

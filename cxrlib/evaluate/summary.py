@@ -48,6 +48,7 @@ def summarize_task(run_dir: str | os.PathLike, task: str, cfg, external: dict | 
         "pooled": pooled,
         "errors_by_source": errors_by_source(frame, classes=classes).reset_index().to_dict(orient="records"),
         "published": PUBLISHED.get(task),
+        "calibration": fold_calibration(run_dir, task, n_folds),
     }
     if COVID in classes:
         summary[COVID] = {
@@ -59,6 +60,19 @@ def summarize_task(run_dir: str | os.PathLike, task: str, cfg, external: dict | 
     summary = io.json_safe(summary)
     io.write_json(RunLayout(run_dir).task(task).summary, summary)
     return summary
+
+
+def fold_calibration(run_dir: str | os.PathLike, task: str, n_folds: int) -> dict[str, Any]:
+    """``evaluate.calibration`` as the folds were trained: ``{"method", "temperature": [T per fold]}`` (from each
+    fold's train.json; a fold trained before calibration existed counts as ``none``, T = 1)."""
+    per_fold = []
+    for k in range(n_folds):
+        path = RunLayout(run_dir).fold(task, k).train_info
+        per_fold.append((io.read_json(path) if path.exists() else {}).get("calibration")
+                        or {"method": "none", "temperature": 1.0})
+    methods = sorted({c["method"] for c in per_fold})
+    return {"method": methods[0] if len(methods) == 1 else "mixed: " + ", ".join(methods),
+            "temperature": [float(c["temperature"]) for c in per_fold]}
 
 
 def read_summary(run_dir: str | os.PathLike, task: str) -> dict | None:

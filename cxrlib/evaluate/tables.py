@@ -90,16 +90,33 @@ def paper_table(summary: dict, task: str) -> pd.DataFrame:
 
 
 def fold_table(summary: dict) -> pd.DataFrame:
-    """One row per fold (then mean and SD): test images, accuracy, macro precision / recall / F1 / AUC, ECE."""
+    """One row per fold (then mean and SD): test images, accuracy, macro precision / recall / F1 / AUC, ECE, and
+    the calibration temperature when the folds were calibrated."""
+    temps = (summary.get("calibration") or {}).get("temperature")
+    calibrated = temps is not None and any(t != 1.0 for t in temps)
     rows = []
-    for m in summary["folds"]:
+    for i, m in enumerate(summary["folds"]):
         rows.append({"fold": str(m["fold"]), "n": m["n"], "accuracy": m["accuracy"],
-                     **{f"macro {k}": m["macro"][k] for k in ("precision", "recall", "f1", "auc")}, "ece": m["ece"]})
+                     **{f"macro {k}": m["macro"][k] for k in ("precision", "recall", "f1", "auc")}, "ece": m["ece"],
+                     **({"temperature": temps[i]} if calibrated else {})})
     table = pd.DataFrame(rows).set_index("fold").astype(float)
     stats = table.drop(columns="n").agg(["mean", "std"])  # std: sample SD (ddof=1), as in across_folds
     table = pd.concat([table, stats.rename(index={"std": "sd"})])
     table["n"] = table["n"].astype("Int64")
     return table
+
+
+def calibration_note(summary: dict) -> str:
+    """One sentence on how the probabilities were calibrated (``evaluate.calibration``), for the reliability plot."""
+    cal = summary.get("calibration") or {"method": "none"}
+    temps = cal.get("temperature") or []
+    if cal["method"] == "none" or not temps:
+        return ("The probabilities are the networks' own softmax outputs (`evaluate.calibration: none`): no "
+                "rescaling after training.")
+    return (f"The probabilities are temperature-scaled (`evaluate.calibration: {cal['method']}`): each fold model's "
+            f"logits are divided by a T fitted on its own validation fold (minimum log loss), T = "
+            f"{min(temps):.2f}–{max(temps):.2f} (T < 1 sharpens, T > 1 softens); the test folds played no part "
+            "in the fit.")
 
 
 def _num(value) -> float:

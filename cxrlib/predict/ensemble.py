@@ -38,6 +38,7 @@ class FoldEnsemble:
     sources: dict[int, Path]
     tta_flip: bool = False  # the study's predictions averaged each image with its mirror (evaluate.tta_flip)
     image_options: dict = field(default_factory=dict)  # data.crop_border / data.equalize of the training cache
+    temperatures: dict[int, float] = field(default_factory=dict)  # per fold model (evaluate.calibration); absent: 1
 
     @property
     def folds(self) -> list[int]:
@@ -46,7 +47,11 @@ class FoldEnsemble:
     def fold_probs(self, images_uint8: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """(K, N, C): each fold model's softmax probabilities on (N, resize, resize) uint8 images."""
         return np.stack([predict_probs(self.models[k], images_uint8, self.image_size, batch_size, self.device,
-                                       self.tta_flip) for k in self.folds])
+                                       self.tta_flip, self.temperature(k)) for k in self.folds])
+
+    def temperature(self, k: int) -> float:
+        """Fold model k's calibration temperature (1.0: uncalibrated)."""
+        return float(self.temperatures.get(k, 1.0))
 
     def probs(self, images_uint8: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """(N, C): the ensemble's mean probability."""
@@ -77,7 +82,7 @@ def load_ensemble(run_dir: str | os.PathLike, task: str, folds: Sequence[int] | 
     """Load the fold models of ``task`` (``folds``: "all" or fold numbers) in eval mode on ``device``."""
     layout = RunLayout(run_dir)
     device = resolve_device(device) if isinstance(device, str) else device
-    models, archs, sources, first = {}, {}, {}, None
+    models, archs, sources, temperatures, first = {}, {}, {}, {}, None
     for k in _selected(layout, task, folds):
         path = layout.fold(task, k).model
         model, meta = load_checkpoint(path, device)
@@ -92,6 +97,7 @@ def load_ensemble(run_dir: str | os.PathLike, task: str, folds: Sequence[int] | 
                         f"{path}: {key} = {meta[key]!r} differs from {first[0]} ({key} = {first[1][key]!r}); "
                         "the fold models of one ensemble must share classes and preprocessing")
         models[k], archs[k], sources[k] = model, meta["arch"], path
+        temperatures[k] = float(meta.get("temperature", 1.0))
     meta = first[1]
     return FoldEnsemble(models, archs, list(meta["classes"]), int(meta["resize"]), int(meta["image_size"]),
-                        torch.device(device), sources, bool(meta["tta_flip"]), meta["image_options"])
+                        torch.device(device), sources, bool(meta["tta_flip"]), meta["image_options"], temperatures)

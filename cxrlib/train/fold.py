@@ -26,9 +26,10 @@ from ..config import StudyConfig
 from ..cores import usable_cores
 from ..device import resolve_device
 from ..errors import ArtifactError
-from ..inference import predict_probs
+from ..evaluate.calibration import fit_temperature, nll
+from ..inference import predict_logits, probs_from_logits
 from ..layout import FoldLayout, RunLayout
-from ..models import build_model, unwrap
+from ..models import build_model, set_checkpoint_meta, unwrap
 from .checkpoint import HISTORY_COLUMNS, Checkpointer
 from .distributed import Dist
 from .fold_data import FoldData, load_fold_data
@@ -113,7 +114,11 @@ def _train_fold(cfg, run_dir, task, fold, force, progress, callback, d: Dist, de
                  callback, echo)
     t1 = time.perf_counter()
     if d.is_main:
-        preds = predictions_frame(model, data, cfg.train.image_size, device, cfg.evaluate.tta_flip)
+        logits = held_out_logits(model, data, cfg.train.image_size, device, cfg.evaluate.tta_flip)
+        calibration = calibrate(logits, data, cfg.evaluate.calibration)
+        if calibration["temperature"] != 1.0:  # before predictions.csv and train.json: a resume refits it
+            set_checkpoint_meta(layout.model, temperature=calibration["temperature"])
+        preds = predictions_frame(logits, data, calibration["temperature"])
         io.write_csv(layout.predictions, preds)
         acc = {s: float((g["true"] == g["predicted"]).mean()) for s, g in preds.groupby("split")}
         info = {
@@ -123,6 +128,7 @@ def _train_fold(cfg, run_dir, task, fold, force, progress, callback, d: Dist, de
             "resumed_from_epoch": result.resumed_from_epoch, "feature_cache": result.feature_cache,
             "feature_cache_ignored": result.feature_cache_ignored, "deterministic": deterministic,
             "n_images": n, "val_accuracy": acc.get("val"), "test_accuracy": acc.get("test"),
+            "calibration": calibration,
             "timings": {"load_images_s": load_s, "fit_s": result.seconds,
                         "feature_cache_s": result.feature_cache_seconds,
                         "predict_s": time.perf_counter() - t1, "total_s": time.perf_counter() - t0,
@@ -152,12 +158,35 @@ def _finished(layout: FoldLayout) -> FoldResult:
                       True, info)
 
 
-def predictions_frame(model: nn.Module, data: FoldData, image_size: int, device: torch.device,
-                      tta_flip: bool = False) -> pd.DataFrame:
-    """Rows for the val and test images: path, split, true, predicted, prob_<class>..., source, patient_id, sha256."""
-    mask = np.isin(data.split, ["val", "test"])
-    probs = predict_probs(unwrap(model), data.images[mask], image_size, batch_size=64, device=device,
+HELD_OUT = ("val", "test")
+
+
+def held_out_logits(model: nn.Module, data: FoldData, image_size: int, device: torch.device,
+                    tta_flip: bool = False) -> np.ndarray:
+    """Logits (N, V, C) of the round's val and test images, in their order in ``data``."""
+    mask = np.isin(data.split, HELD_OUT)
+    return predict_logits(unwrap(model), data.images[mask], image_size, batch_size=64, device=device,
                           tta_flip=tta_flip)
+
+
+def calibrate(logits: np.ndarray, data: FoldData, method: str) -> dict:
+    """``evaluate.calibration`` on the val images of ``held_out_logits``: the temperature (1.0 for ``none``) and
+    the validation NLL before and after it."""
+    split = data.split[np.isin(data.split, HELD_OUT)]
+    val = split == "val"
+    targets = data.targets[np.isin(data.split, HELD_OUT)][val]
+    if method == "none" or not val.any():
+        return {"method": "none" if method == "none" else "none (no validation images)", "temperature": 1.0}
+    t = fit_temperature(logits[val], targets)
+    return {"method": method, "temperature": t, "fitted_on": int(val.sum()),
+            "val_nll_before": nll(logits[val], targets), "val_nll_after": nll(logits[val], targets, t)}
+
+
+def predictions_frame(logits: np.ndarray, data: FoldData, temperature: float = 1.0) -> pd.DataFrame:
+    """Rows for the val and test images (``held_out_logits``): path, split, true, predicted, prob_<class>...,
+    source, patient_id, sha256; the probabilities at ``temperature``."""
+    mask = np.isin(data.split, HELD_OUT)
+    probs = probs_from_logits(logits, temperature)
     frame = data.frame.loc[mask]
     classes = np.asarray(data.classes)
     out = pd.DataFrame({"path": frame["path"].to_numpy(), "split": data.split[mask],

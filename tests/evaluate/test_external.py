@@ -13,9 +13,12 @@ from cxrlib import evaluate as ev
 from cxrlib.config import load_config
 from cxrlib.data.images import file_sha256
 from cxrlib.errors import ArtifactError, DataError
-from cxrlib.evaluate.external import external_validate, model_frame, training_hashes
+from cxrlib.evaluate.external import (
+    evaluable_external, external_validate, model_frame, predict_external, training_hashes,
+)
 from cxrlib.evaluate.tables import external_table
-from cxrlib.models import build_model, save_checkpoint
+from cxrlib.inference import probs_from_logits
+from cxrlib.models import build_model, save_checkpoint, set_checkpoint_meta
 from support.fake_run import MULTICLASS, make_fake_run
 from support.nbval_helper import run_notebook_under_nbval
 from support.images import xray_like
@@ -90,6 +93,20 @@ def test_ensemble_is_mean_of_fold_models(setup):
     for k in (0, 4):
         own = ev.score_predictions(model_frame(preds, MULTICLASS, k), MULTICLASS)
         assert report["models"][f"fold{k}"]["all"]["accuracy"]["value"] == pytest.approx(own["accuracy"])
+
+
+def test_a_calibrated_fold_model_scores_external_images_at_its_temperature(setup, tmp_path):
+    run, ext, cfg, _, _ = setup
+    plain = pd.read_csv(run / "multiclass" / "external" / "predictions.csv")
+    hot = tmp_path / "model.pt"
+    shutil.copy(run / "multiclass" / "fold4" / "model.pt", hot)
+    set_checkpoint_meta(hot, temperature=3.0)
+    frame = evaluable_external(run, "multiclass", cfg, ext)[0]
+    got = predict_external(frame, [hot], MULTICLASS, cfg, torch.device("cpu"))
+    assert got["path"].tolist() == plain["path"].tolist()
+    logits = np.log(plain[[f"fold4_prob_{c}" for c in MULTICLASS]].to_numpy())[:, None, :]  # one view: log p = z - c
+    np.testing.assert_allclose(got[[f"prob_{c}" for c in MULTICLASS]].to_numpy(), probs_from_logits(logits, 3.0),
+                               atol=1e-5)
 
 
 def test_report_intervals_per_source_and_files(setup):

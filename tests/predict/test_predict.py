@@ -29,6 +29,7 @@ def ens(trained_run):
 
 
 def test_fold_probabilities_equal_the_studys_own_test_predictions(trained_run, ens):
+    assert all(abs(ens.temperature(k) - 1) > 0.01 for k in TRAINED_FOLDS)  # the run is calibrated: T is applied
     for k in TRAINED_FOLDS:
         own = pd.read_csv(RunLayout(trained_run).fold(TASK, k).predictions)
         own = own[own["split"] == "test"]

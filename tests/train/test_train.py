@@ -194,3 +194,31 @@ def test_a_kill_between_the_last_checkpoint_and_model_pt_is_repaired_on_resume(t
     if result.best_epoch == 2:
         for k, v in model.state_dict().items():
             assert torch.equal(v, last["model"][k])
+
+
+def test_a_calibrated_fold_keeps_its_temperature_in_model_pt_and_predicts_with_it(tmp_path, smoke_cfg):
+    from cxrlib.inference import predict_probs
+    from cxrlib.train.fold_data import load_fold_data
+
+    run = make_run(tmp_path, per_class=6)
+    cfg = smoke_cfg("train.epochs=2", "evaluate.calibration=temperature", "evaluate.tta_flip=true")
+    train_fold(cfg, run, "multiclass", 0, progress=False)
+    out = run / "multiclass" / "fold0"
+    info = io.read_json(out / "train.json")["calibration"]
+    model, meta = load_checkpoint(out / "model.pt")
+    assert info["method"] == "temperature" and meta["temperature"] == info["temperature"] != 1.0
+    assert info["val_nll_after"] <= info["val_nll_before"] and info["fitted_on"] == 3  # the val fold
+
+    data = load_fold_data(cfg, run, "multiclass", 0)
+    preds = pd.read_csv(out / "predictions.csv")
+    held = np.isin(data.split, ["val", "test"])
+    probs = predict_probs(model, data.images[held], 32, tta_flip=True, temperature=meta["temperature"])
+    np.testing.assert_allclose(preds.filter(like="prob_").to_numpy(), probs, atol=1e-5)
+    plain = predict_probs(model, data.images[held], 32, tta_flip=True)
+    assert not np.allclose(plain, probs, atol=1e-3)
+
+    uncalibrated = make_run(tmp_path / "plain", per_class=6)
+    train_fold(smoke_cfg("train.epochs=2"), uncalibrated, "multiclass", 0, progress=False)
+    fold = uncalibrated / "multiclass" / "fold0"
+    assert "temperature" not in load_checkpoint(fold / "model.pt")[1]
+    assert io.read_json(fold / "train.json")["calibration"] == {"method": "none", "temperature": 1.0}
