@@ -222,3 +222,25 @@ def test_a_calibrated_fold_keeps_its_temperature_in_model_pt_and_predicts_with_i
     fold = uncalibrated / "multiclass" / "fold0"
     assert "temperature" not in load_checkpoint(fold / "model.pt")[1]
     assert io.read_json(fold / "train.json")["calibration"] == {"method": "none", "temperature": 1.0}
+
+
+def test_a_kill_after_the_temperature_is_written_resumes_to_the_same_calibration(tmp_path, monkeypatch, smoke_cfg):
+    import cxrlib.train.fold as fold_module
+
+    run = make_run(tmp_path, per_class=6)
+    cfg = smoke_cfg("train.epochs=2", "evaluate.calibration=temperature")
+    out = run / "multiclass" / "fold0"
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed after model.pt got its temperature, before predictions.csv")
+
+    monkeypatch.setattr(fold_module, "predictions_frame", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train_fold(cfg, run, "multiclass", 0, progress=False)
+    monkeypatch.undo()
+    first = load_checkpoint(out / "model.pt")[1]["temperature"]
+    assert not (out / "train.json").exists() and not (out / "predictions.csv").exists()
+    result = train_fold(cfg, run, "multiclass", 0, progress=False)
+    assert not result.skipped
+    assert load_checkpoint(out / "model.pt")[1]["temperature"] == pytest.approx(first, rel=1e-4)
+    assert io.read_json(out / "train.json")["calibration"]["temperature"] == pytest.approx(first, rel=1e-4)
