@@ -37,6 +37,7 @@ _RESNET = ArchSpec(
 )
 
 ARCHS: dict[str, ArchSpec] = {
+    "resnet10": _RESNET,  # torchvision's ResNet with one BasicBlock per stage: no ImageNet weights, for from scratch
     "resnet18": _RESNET,
     "resnet34": _RESNET,
     "resnet50": _RESNET,
@@ -57,6 +58,12 @@ ARCHS: dict[str, ArchSpec] = {
         cam=(("stem", "features.0"), ("stage2", "features.2"), ("stage3", "features.3"),
              ("stage5", "features.5"), ("head_conv", "features.8")),
     ),
+}
+
+
+# architectures torchvision's ResNet class builds but its model registry does not name
+_UNREGISTERED = {
+    "resnet10": lambda: torchvision.models.resnet.ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1]),
 }
 
 
@@ -107,7 +114,7 @@ def build_model(arch: str, num_classes: int, weights: str = "none", freeze: str 
     if num_classes < 2:
         raise ConfigError(f"a model needs at least two classes, got {num_classes}")
     weights = str(weights)
-    model = torchvision.models.get_model(arch, weights=None)
+    model = _UNREGISTERED[arch]() if arch in _UNREGISTERED else torchvision.models.get_model(arch, weights=None)
     if weights in IMAGENET_WEIGHTS:
         model.load_state_dict(_imagenet_state_dict(arch, weights))
     set_module(model, spec.head, _new_head(get_module(model, spec.head), num_classes))
@@ -120,6 +127,9 @@ def build_model(arch: str, num_classes: int, weights: str = "none", freeze: str 
 
 def imagenet_weights(arch: str, name: str = "imagenet"):
     """The torchvision weights enum member that ``model.weights = name`` (imagenet | imagenet_v1) selects."""
+    if arch in _UNREGISTERED:
+        raise ConfigError(f"model.weights={name}: torchvision publishes no ImageNet weights for {arch}; train it "
+                          "from scratch (model.weights=none) or give a local state dict")
     enum = torchvision.models.get_model_weights(arch)
     member = IMAGENET_WEIGHTS[name]
     if not hasattr(enum, member):

@@ -40,9 +40,23 @@ def test_every_arch_builds_with_a_task_head_and_named_cam_layers(arch):
     assert [order.index(n) for n in layers.values()] == sorted(order.index(n) for n in layers.values())
     if arch.startswith("resnet"):
         assert list(layers) == ["relu", "layer1", "layer2", "layer3", "layer4"]
-    if arch in ("resnet18", "densenet121", "efficientnet_b0"):
+    if arch in ("resnet10", "resnet18", "densenet121", "efficientnet_b0"):
         with torch.no_grad():
             assert model(_x()).shape == (2, 3)
+
+
+def test_resnet10_is_torchvisions_resnet_with_one_block_per_stage_and_has_no_imagenet_weights(tmp_path):
+    r10, r18 = build_model("resnet10", 3), build_model("resnet18", 3)
+    assert isinstance(r10, torchvision.models.ResNet)
+    assert [len(getattr(r10, f"layer{i}")) for i in range(1, 5)] == [1, 1, 1, 1]
+    # the same stem, first block of each stage and head as resnet18: its state dict is resnet18's, minus blocks 1
+    assert set(r10.state_dict()) == {k for k in r18.state_dict() if not k.startswith(tuple(
+        f"layer{i}.1." for i in range(1, 5)))}
+    with pytest.raises(ConfigError, match="no ImageNet weights for resnet10"):
+        build_model("resnet10", 3, weights="imagenet")
+    torch.save(r10.state_dict(), tmp_path / "r10.pt")  # a local file (an offline hospital's own pretraining)
+    again = build_model("resnet10", 3, weights=str(tmp_path / "r10.pt"))
+    torch.testing.assert_close(again.state_dict(), r10.state_dict())
 
 
 def test_unknown_arch_and_freeze_are_config_errors():
