@@ -1,7 +1,7 @@
 """Training speed of cxrlib vs a plain torchvision loop, side by side in one process (CPU).
 
 Each side runs in a python process of its own (cxrlib's training sets process-wide state: train.retain_memory),
-measurements interleaved. Same model (resnet18), batch 32, crop size and images (256 synthetic 256x256 grayscale PNGs to train on, 32 to
+measurements interleaved. Same model (the CPU profile's model.arch), batch 32, crop size and images (256 synthetic 256x256 grayscale PNGs to train on, 32 to
 validate; ImageNet normalisation, random crop + flip) on both sides; runs interleaved, best of three, one epoch
 with its validation pass, at the CPU profile's crop size (params/cpu.yaml: 112 px crops of 128 px images) and at
 64 and 128 px (images of size * 9 // 8 px, the profiles' ratio).
@@ -49,6 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESIZE, SIZE, BATCH, N_TRAIN, N_VAL = 72, 64, 32, 256, 32  # RESIZE/SIZE: set per measurement by use_size()
 CLASSES, SOURCE_PX, FROZEN_EPOCHS = ["a", "b", "c"], 256, 20
 NORM = (list(IMAGENET_MEAN), list(IMAGENET_STD))
+ARCH = load_config(REPO / "params" / "cpu.yaml").model.arch  # both sides train the profile's network
 
 
 def use_size(size: int) -> None:
@@ -103,7 +104,7 @@ def cxrlib_run(epochs: int, freeze: str, data) -> float:
     """Training images/s of cxrlib's fit over ``epochs`` (wall time, validation included); ``data`` is a FoldData
     (in memory) or a callable returning one (then its time counts)."""
     torch.manual_seed(0)
-    model = build_model("resnet18", 3, freeze=freeze)
+    model = build_model(ARCH, 3, freeze=freeze)
     t = train_cfg(epochs=epochs, feature_cache=True)
     start = time.perf_counter()
     fit(model, data() if callable(data) else data, t, None, {}, torch.device("cpu"), echo=lambda msg: None)
@@ -140,7 +141,7 @@ def textbook_sets(study: Study):
 def plain_run(epochs: int, freeze: bool, sets, workers: int = 0) -> float:
     """The plain loop: DataLoader + per-sample transforms, forward/backward every epoch, validation."""
     torch.manual_seed(0)
-    model = build_model("resnet18", 3)
+    model = build_model(ARCH, 3)
     if freeze:
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith("fc."))
@@ -254,7 +255,7 @@ class Side:
 
 def main() -> None:
     profile = load_config(REPO / "params" / "cpu.yaml").train.image_size
-    print(f"CPU threads: {torch.get_num_threads()}; resnet18, batch {BATCH}, {N_TRAIN} train + {N_VAL} val "
+    print(f"CPU threads: {torch.get_num_threads()}; {ARCH}, batch {BATCH}, {N_TRAIN} train + {N_VAL} val "
           f"synthetic {SOURCE_PX}x{SOURCE_PX} grayscale PNGs; crops of size * 9 // 8 px images; each side in "
           f"a process of its own", flush=True)
     full, compute = {}, {}
