@@ -1,9 +1,10 @@
 """Training speed of cxrlib vs a plain torchvision loop, side by side in one process (CPU).
 
 Each side runs in a python process of its own (cxrlib's training sets process-wide state: train.retain_memory),
-measurements interleaved. Same model (the CPU profile's model.arch), batch 32, crop size and images (256 synthetic 256x256 grayscale PNGs to train on, 32 to
-validate; ImageNet normalisation, random crop + flip) on both sides; runs interleaved, best of three, one epoch
-with its validation pass, at the CPU profile's crop size (params/cpu.yaml: 112 px crops of 128 px images) and at
+measurements interleaved. Same model (the CPU profile's model.arch), batch 32, crop size and images (256 synthetic
+256x256 grayscale PNGs to train on, 32 to validate; ImageNet normalisation, random crop + flip) on both sides;
+runs interleaved, best of three, one epoch with its validation pass, at the CPU profile's crop size
+(params/cpu.yaml: 112 px crops of 128 px images) and at
 64 and 128 px (images of size * 9 // 8 px, the profiles' ratio).
 - full_ratio: cxrlib as a fold trains (its decoded image cache already built, as once per study for all folds
   and tasks; reading the cache's .npy files into one uint8 array is timed, then fit: batched augmentation,

@@ -3,8 +3,8 @@
 The exported model takes a (N, 1, resize, resize) batch already resized like the training cache (square,
 bilinear, 8-bit grayscale): uint8 0..255, or float 0..1 (the ONNX file takes float32 0..1 only). Inside it
 centre-crops to ``image_size``, replicates gray to RGB, normalises with ImageNet mean/std, runs every fold model
-(its logits divided by its calibration temperature) and returns the mean softmax probability (N, C) in the card's class order: what ``python -m cxrlib predict``
-reports as ``prob_<class>``.
+(its logits divided by its calibration temperature) and returns the mean softmax probability (N, C) in the card's
+class order: what ``python -m cxrlib predict`` reports as ``prob_<class>``.
 """
 
 from __future__ import annotations

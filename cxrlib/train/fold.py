@@ -172,9 +172,9 @@ def held_out_logits(model: nn.Module, data: FoldData, image_size: int, device: t
 def calibrate(logits: np.ndarray, data: FoldData, method: str) -> dict:
     """``evaluate.calibration`` on the val images of ``held_out_logits``: the temperature (1.0 for ``none``) and
     the validation NLL before and after it."""
-    split = data.split[np.isin(data.split, HELD_OUT)]
-    val = split == "val"
-    targets = data.targets[np.isin(data.split, HELD_OUT)][val]
+    held = np.isin(data.split, HELD_OUT)
+    val = data.split[held] == "val"
+    targets = data.targets[held][val]
     if method == "none" or not val.any():
         return {"method": "none" if method == "none" else "none (no validation images)", "temperature": 1.0}
     t = fit_temperature(logits[val], targets)
