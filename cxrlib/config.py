@@ -77,6 +77,10 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (falls back to eager, with a log line, where it fails)
     augment_on: Literal["auto", "device", "host"] = "auto"  # auto: on CUDA the uint8 images live on the GPU
     label_smoothing: float = 0.0
+    # train on the canonical labels inside each task class (binary's "other": normal, viral pneumonia) with one
+    # head output per label; the model predicts a class as the sum of its labels' probabilities (models.
+    # GroupedLinear). The sampler still balances task classes; history's train_acc is then on the labels
+    fine_labels: bool = False
     # exponential moving average of the weights, per optimiser step (0: off); validation, early stopping, model.pt
     # and the predictions use the average. Its horizon is ~1/(1 - decay) steps: keep it under an epoch or two
     ema_decay: float = 0.0

@@ -10,7 +10,7 @@ import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional, Sequence
 
 import torch
 import torchvision
@@ -92,16 +92,42 @@ def set_module(model: nn.Module, dotted: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, name, module)
 
 
-def _new_head(old: nn.Module, num_classes: int) -> nn.Module:
+class GroupedLinear(nn.Linear):
+    """A linear head with one output per fine label (``train.fine_labels``) that predicts their groups (the task
+    classes): in eval mode each group's logit is the log-sum-exp of its members' logits, so the softmax over
+    groups is the sum of the members' softmax probabilities. In training mode it returns the fine logits, which
+    the loss is taken on. ``groups[j]`` is the group of fine output j; every group 0..G-1 needs a member."""
+
+    def __init__(self, in_features: int, groups: Sequence[int]):
+        groups = [int(g) for g in groups]
+        n = max(groups, default=-1) + 1
+        if n < 2 or sorted(set(groups)) != list(range(n)):
+            raise ValueError(f"head groups must cover 0..G-1 with G >= 2, got {groups}")
+        super().__init__(in_features, len(groups))
+        self.groups = groups
+        member = torch.zeros((n, len(groups)), dtype=torch.bool)
+        member[torch.tensor(groups), torch.arange(len(groups))] = True
+        # (G, F): fine output j belongs to group g. Boolean, so a weight average (train.ema_decay) leaves it be
+        self.register_buffer("member", member, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = nn.functional.linear(x, self.weight, self.bias)
+        if self.training:
+            return z
+        return torch.logsumexp(z.unsqueeze(1).masked_fill(~self.member, float("-inf")), dim=2)
+
+
+def _new_head(old: nn.Module, num_classes: int, groups: Optional[Sequence[int]] = None) -> nn.Module:
     if isinstance(old, nn.Linear):
-        return nn.Linear(old.in_features, num_classes)
+        return GroupedLinear(old.in_features, groups) if groups else nn.Linear(old.in_features, num_classes)
     if isinstance(old, nn.Sequential):  # efficientnet: Dropout + Linear
-        layers = [_new_head(m, num_classes) if isinstance(m, nn.Linear) else copy.deepcopy(m) for m in old]
+        layers = [_new_head(m, num_classes, groups) if isinstance(m, nn.Linear) else copy.deepcopy(m) for m in old]
         return nn.Sequential(*layers)
     raise TypeError(f"cannot replace head of type {type(old).__name__}")  # pragma: no cover - registry bug
 
 
-def build_model(arch: str, num_classes: int, weights: str = "none", freeze: str = "none") -> nn.Module:
+def build_model(arch: str, num_classes: int, weights: str = "none", freeze: str = "none",
+                head_groups: Optional[Sequence[int]] = None) -> nn.Module:
     """A torchvision ``arch`` with a ``num_classes`` head.
 
     ``weights``: ``imagenet`` (torchvision's DEFAULT weights, cached in TORCH_HOME; may be newer than a
@@ -109,15 +135,19 @@ def build_model(arch: str, num_classes: int, weights: str = "none", freeze: str 
     from torch's global RNG) or a path to a local state dict (torchvision's, or a cxrlib checkpoint).
     ``freeze``: ``none``, ``backbone`` (all but the head) or a stage name up to which parameters are frozen.
     Frozen modules are listed in ``model.cxr_frozen`` and kept in eval mode by ``set_train_mode``.
+    ``head_groups``: the head is a ``GroupedLinear`` with one output per entry (its class index): trained on
+    fine labels, it predicts the ``num_classes`` classes.
     """
     spec = _spec(arch)
     if num_classes < 2:
         raise ConfigError(f"a model needs at least two classes, got {num_classes}")
+    if head_groups is not None and max(head_groups, default=-1) + 1 != num_classes:
+        raise ValueError(f"head_groups {list(head_groups)} do not name {num_classes} classes")
     weights = str(weights)
     model = _UNREGISTERED[arch]() if arch in _UNREGISTERED else torchvision.models.get_model(arch, weights=None)
     if weights in IMAGENET_WEIGHTS:
         model.load_state_dict(_imagenet_state_dict(arch, weights))
-    set_module(model, spec.head, _new_head(get_module(model, spec.head), num_classes))
+    set_module(model, spec.head, _new_head(get_module(model, spec.head), num_classes, head_groups))
     if weights not in (*IMAGENET_WEIGHTS, "none"):
         _load_local_weights(model, spec, arch, Path(weights))
     model.cxr_arch = arch
@@ -224,7 +254,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module | dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
     """Write ``{"state_dict", **meta}`` atomically; ``model`` is a module or its state dict, ``meta`` holds arch,
-    classes, resize, image_size, epoch, params."""
+    classes, resize, image_size, epoch, params (and head_groups, fine_classes for a ``GroupedLinear`` head)."""
     required = ("arch", "classes", "resize", "image_size", "epoch", "params")
     missing = [k for k in required if k not in meta]
     if missing:
@@ -242,7 +272,7 @@ def set_checkpoint_meta(path: str | os.PathLike, **items: Any) -> Path:
     obj = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(obj, dict) or "state_dict" not in obj:
         raise ArtifactError(f"{path}: not a cxrlib checkpoint (needs state_dict)")
-    reserved = sorted(set(items) & {"state_dict", "arch", "classes"})
+    reserved = sorted(set(items) & {"state_dict", "arch", "classes", "head_groups", "fine_classes"})
     if reserved:
         raise ValueError(f"set_checkpoint_meta: {reserved} cannot be changed")
     with io.atomic_path(path) as tmp:
@@ -262,7 +292,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     if not isinstance(obj, dict) or "state_dict" not in obj or "arch" not in obj or "classes" not in obj:
         raise ArtifactError(f"{path}: not a cxrlib checkpoint (needs state_dict, arch, classes)")
     meta = {k: v for k, v in obj.items() if k != "state_dict"}
-    model = build_model(meta["arch"], len(meta["classes"]), weights="none")
+    model = build_model(meta["arch"], len(meta["classes"]), weights="none", head_groups=meta.get("head_groups"))
     model.load_state_dict(obj["state_dict"])
     return model.to(device).eval(), meta
 

@@ -70,3 +70,26 @@ def test_card_carries_the_evaluation(trained_run, tmp_path):
     card = read_json(card_path)
     assert card["cross_validation"]["pooled"]["accuracy"]["low"] == 0.8 and card["external"] == {"n": 4}
     assert card["folds"] == [0]
+
+
+def test_models_with_a_grouped_head_export_to_the_same_probabilities(tmp_path):
+    from cxrlib.export import EnsembleModule, _write_model
+    from cxrlib.models import build_model
+
+    torch.manual_seed(0)
+    nets = [build_model("resnet10", 2, head_groups=[0, 0, 1]).eval() for _ in range(2)]
+    with torch.no_grad():
+        nets[0].fc.weight.mul_(200)  # logits in the hundreds: the log-sum-exp must not overflow
+    module = EnsembleModule(nets, resize=40, image_size=32, tta_flip=True, temperatures=[0.8, 1.2]).eval()
+    x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 1, 40, 40), dtype=np.uint8))
+    with torch.no_grad():
+        expected = module(x).numpy()
+    assert np.isfinite(expected).all() and np.allclose(expected.sum(1), 1, atol=1e-5)
+    _write_model(module, "torchscript", tmp_path / "m.pt", 40)
+    with torch.no_grad():
+        np.testing.assert_allclose(torch.jit.load(str(tmp_path / "m.pt"))(x).numpy(), expected, atol=1e-5)
+    ort = pytest.importorskip("onnxruntime")
+    _write_model(module, "onnx", tmp_path / "m.onnx", 40)
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"image": (x.numpy() / 255.0).astype(np.float32)})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-5)

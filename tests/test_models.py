@@ -225,3 +225,40 @@ def test_predict_probs_rows_are_probabilities_and_batch_size_invariant():
     assert a.shape == (5, 3) and model.training  # the caller's mode is restored
     np.testing.assert_allclose(a.sum(1), 1.0, atol=1e-5)
     np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_a_grouped_head_predicts_each_class_as_the_sum_of_its_labels_probabilities(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("resnet10", 2, head_groups=[0, 0, 1]).eval()
+    assert isinstance(model.fc, models.GroupedLinear) and model.fc.out_features == 3
+    with torch.no_grad():
+        coarse = model(_x(4))
+        model.fc.train()  # the head alone: the backbone's BatchNorm stays in eval mode
+        fine = model(_x(4))
+        model.eval()
+    assert coarse.shape == (4, 2) and fine.shape == (4, 3)
+    p = torch.softmax(fine, 1)  # the oracle: summing the labels' softmax probabilities
+    torch.testing.assert_close(torch.softmax(coarse, 1), torch.stack([p[:, 0] + p[:, 1], p[:, 2]], 1))
+
+    meta = {"arch": "resnet10", "classes": ["other", "covid19"], "resize": 40, "image_size": 32, "epoch": 1,
+            "params": {}, "head_groups": [0, 0, 1], "fine_classes": ["normal", "viral_pneumonia", "covid19"]}
+    save_checkpoint(tmp_path / "m.pt", model, meta)
+    loaded, got = load_checkpoint(tmp_path / "m.pt")
+    assert got == meta and isinstance(loaded.fc, models.GroupedLinear)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.testing.assert_close(loaded(_x(4)), coarse)
+        torch.testing.assert_close(torch.jit.script(loaded)(_x(4)), coarse)
+    with pytest.raises(ValueError, match="head_groups"):
+        set_checkpoint_meta(tmp_path / "m.pt", head_groups=[0, 1, 1])
+
+
+@pytest.mark.parametrize("groups", [[0, 0, 0], [0, 2, 2], [], [1, 1, 2]])
+def test_grouped_head_groups_must_name_every_class(groups):
+    with pytest.raises(ValueError, match="groups"):
+        models.GroupedLinear(8, groups)
+
+
+def test_head_groups_must_match_the_class_count():
+    with pytest.raises(ValueError, match="do not name 3 classes"):
+        build_model("resnet10", 3, head_groups=[0, 0, 1])

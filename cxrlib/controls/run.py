@@ -50,7 +50,11 @@ def subset(data: FoldData, keep: np.ndarray, images: np.ndarray | None = None, t
     untrained = [classes[i] for i in range(len(classes)) if not (targets[split == "train"] == i).any()]
     if untrained:
         return f"no training images of {', '.join(untrained)} in this round"
-    return FoldData(frame, data.images[keep] if images is None else images, targets, split, classes)
+    images = data.images[keep] if images is None else images
+    if data.fine_targets is None or classes is not data.classes:  # relabelled (source probe): no fine labels
+        return FoldData(frame, images, targets, split, classes)
+    return FoldData(frame, images, targets, split, classes, data.fine_targets[keep], data.fine_classes,
+                    data.head_groups)
 
 
 def masked_data(data: FoldData, control: str, cfg: StudyConfig) -> FoldData | str:

@@ -86,7 +86,8 @@ class EpochRunner:
             echo(f"feature cache: {len(self.train_images)} train (+ flips) and {len(self.val_images)} val "
                  f"images in {self.cache_seconds:.1f}s")
         self.train_x = as_uint8_batch(self.train_images)
-        self.train_y = torch.as_tensor(self.train_targets)
+        # the loss's targets (fine labels with train.fine_labels); the sampler balances self.train_targets
+        self.train_y = torch.as_tensor(data.training_targets[data.split == "train"])
         if self.on_device and self.cache is None:  # the uint8 images stay resident; batches are cut there
             self.train_x, self.train_y = self.train_x.to(device), self.train_y.to(device)
 

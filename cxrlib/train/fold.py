@@ -102,13 +102,14 @@ def _train_fold(cfg, run_dir, task, fold, force, progress, callback, d: Dist, de
     n = {role: int((data.split == role).sum()) for role in ("train", "val", "test")}
     echo(f"{task} fold {fold}: {n['train']} train / {n['val']} val / {n['test']} test images, "
          f"{cfg.model.arch} weights={cfg.model.weights} freeze={cfg.model.freeze}, device {device}"
-         + (f" x{d.world}" if d.world > 1 else ""))
+         + (f" x{d.world}" if d.world > 1 else "")
+         + (f", trained on labels {data.fine_classes}" if data.fine_classes else ""))
     # Weight initialisation and dropout draw from torch's global RNG: seeded once, here.
     torch.manual_seed(derive_seed(cfg.train.seed, "init"))
-    model = build_model(cfg.model.arch, len(data.classes), cfg.model.weights, cfg.model.freeze)
+    model = build_model(cfg.model.arch, len(data.classes), cfg.model.weights, cfg.model.freeze, data.head_groups)
     meta = {"arch": cfg.model.arch, "classes": data.classes, "resize": cfg.data.resize,
             "image_size": cfg.train.image_size, "tta_flip": cfg.evaluate.tta_flip, "params": cfg.to_dict(),
-            "task": task, "fold": fold}
+            "task": task, "fold": fold, **_fine(data)}
     out.mkdir(parents=True, exist_ok=True)
     result = fit(model, data, cfg.train, layout, meta, device, d, live_jupyter() if progress is None else progress,
                  callback, echo)
@@ -122,7 +123,8 @@ def _train_fold(cfg, run_dir, task, fold, force, progress, callback, d: Dist, de
         io.write_csv(layout.predictions, preds)
         acc = {s: float((g["true"] == g["predicted"]).mean()) for s, g in preds.groupby("split")}
         info = {
-            "task": task, "fold": fold, "classes": data.classes, "seed": cfg.train.seed, "device": str(device),
+            "task": task, "fold": fold, "classes": data.classes, **_fine(data), "seed": cfg.train.seed,
+            "device": str(device),
             "world_size": d.world, "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
             "epochs_run": len(result.history), "stopped_early": result.stopped_early,
             "resumed_from_epoch": result.resumed_from_epoch, "feature_cache": result.feature_cache,
@@ -146,6 +148,10 @@ def _train_fold(cfg, run_dir, task, fold, force, progress, callback, d: Dist, de
     res = _finished(layout)
     res.skipped = False
     return res
+
+
+def _fine(data: FoldData) -> dict:
+    return {} if data.fine_classes is None else {"fine_classes": data.fine_classes, "head_groups": data.head_groups}
 
 
 def _finished(layout: FoldLayout) -> FoldResult:

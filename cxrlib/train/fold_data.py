@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -16,13 +17,24 @@ from ..layout import RunLayout
 
 @dataclass
 class FoldData:
-    """The images of one round in memory: uint8 (N,S,S), integer targets and roles train/val/test."""
+    """The images of one round in memory: uint8 (N,S,S), integer targets and roles train/val/test.
+
+    With ``train.fine_labels``, ``fine_targets`` index ``fine_classes`` (the canonical labels inside the task
+    classes) and ``head_groups[j]`` is the class of fine label j; the network is trained on those."""
 
     frame: pd.DataFrame
     images: np.ndarray
     targets: np.ndarray
     split: np.ndarray
     classes: list[str]
+    fine_targets: Optional[np.ndarray] = None
+    fine_classes: Optional[list[str]] = None
+    head_groups: Optional[list[int]] = None
+
+    @property
+    def training_targets(self) -> np.ndarray:
+        """What the loss is taken on: ``fine_targets`` when set, else ``targets``."""
+        return self.targets if self.fine_targets is None else self.fine_targets
 
     @property
     def sources(self) -> np.ndarray:
@@ -55,5 +67,17 @@ def load_fold_data(cfg: StudyConfig, run_dir: str | os.PathLike, task: str, fold
         raise CxrError(f"{path}: round {fold} trains on no images of class(es) {[classes[i] for i in missing]}")
     images = load_images(frame["path"].tolist(), frame["sha256"].tolist(), resize=cfg.data.resize,
                          cache_dir=cfg.data.cache_dir, **image_options(cfg.data))
-    return FoldData(frame, images, targets, split, classes)
+    fine = fine_labels(frame, cfg.tasks[task]) if cfg.train.fine_labels else None
+    if fine is None:
+        return FoldData(frame, images, targets, split, classes)
+    class_of = {lab: i for i, labels in enumerate(cfg.tasks[task].values()) for lab in labels}
+    fine_targets = frame["label"].map({lab: j for j, lab in enumerate(fine)}).to_numpy(np.int64)
+    return FoldData(frame, images, targets, split, classes, fine_targets, fine, [class_of[lab] for lab in fine])
+
+
+def fine_labels(frame: pd.DataFrame, classes: dict[str, list[str]]) -> Optional[list[str]]:
+    """The canonical labels of ``frame`` in task order (class by class), or None when every class holds one."""
+    present = set(frame["label"])
+    fine = [lab for labels in classes.values() for lab in labels if lab in present]
+    return fine if len(fine) > len(classes) else None
 
