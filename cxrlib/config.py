@@ -68,8 +68,9 @@ class TrainConfig:
     epochs: int = 50
     patience: int = 5  # early stopping on validation loss (full-size epochs count); the best weights are restored
     # weighted: with replacement, 1/count(class); source_balanced: 1/count(class, source); balanced: each class
-    # equally often, without replacement within a class (train.sampling.balanced_order); none: a permutation
-    sampler: Literal["weighted", "balanced", "source_balanced", "none"] = "weighted"
+    # equally often, without replacement within a class (train.sampling.balanced_order); balanced_by_source: the
+    # same, and within a class each source equally often; none: a permutation
+    sampler: Literal["weighted", "balanced", "balanced_by_source", "source_balanced", "none"] = "weighted"
     feature_cache: bool = True  # frozen backbone: compute features once, train the head on them
     # auto: channels_last on CUDA, and on CPU from 96 px crops (faster there; slower on tiny crops)
     memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"

@@ -64,7 +64,8 @@ class EpochRunner:
         self.echo = echo
         self.train_images, self.train_targets = data.part("train")
         self.val_images, self.val_targets = data.part("val")
-        self.train_sources = data.sources[data.split == "train"] if t.sampler == "source_balanced" else None
+        by_source = t.sampler in ("source_balanced", "balanced_by_source")
+        self.train_sources = data.sources[data.split == "train"] if by_source else None
         self.source_size = self.train_images.shape[-1]
         self.augment = Augment.from_config(t)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.scaled)

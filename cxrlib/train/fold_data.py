@@ -38,7 +38,7 @@ class FoldData:
 
     @property
     def sources(self) -> np.ndarray:
-        """The source of every image (for ``train.sampler: source_balanced``)."""
+        """The source of every image (for ``train.sampler``: ``source_balanced``, ``balanced_by_source``)."""
         return self.frame["source"].astype(str).to_numpy()
 
     def part(self, name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -20,20 +20,40 @@ def sampling_weights(targets: np.ndarray, sampler: str, sources: np.ndarray | No
     return 1.0 / np.bincount(targets)[targets]
 
 
-def balanced_order(targets: np.ndarray, g: torch.Generator) -> torch.Tensor:
+def balanced_order(targets: np.ndarray, g: torch.Generator, strata: np.ndarray | None = None) -> torch.Tensor:
     """``len(targets)`` draws, each class equally often (the remainder to random classes), each class's images
-    without replacement: a random subset of a large class, a small class's images cycled in fresh shuffles."""
+    without replacement: a random subset of a large class, a small class's images cycled in fresh shuffles.
+
+    ``strata`` (one key per image, e.g. its source): a class's draws are shared equally among its strata the same
+    way, each stratum's images without replacement."""
     targets = np.asarray(targets)
     classes = np.unique(targets)
-    quota = np.full(len(classes), len(targets) // len(classes))
-    quota[torch.randperm(len(classes), generator=g)[:len(targets) % len(classes)].numpy()] += 1
     drawn = []
-    for c, q in zip(classes, quota.tolist()):
-        members = torch.as_tensor(np.flatnonzero(targets == c))
-        cycles = -(-q // len(members))
-        drawn.append(torch.cat([members[torch.randperm(len(members), generator=g)] for _ in range(cycles)])[:q])
+    for c, q in zip(classes, _quotas(len(targets), len(classes), g).tolist()):
+        members = np.flatnonzero(targets == c)
+        if strata is None:
+            drawn.append(_without_replacement(members, q, g))
+            continue
+        keys = np.asarray(strata)[members]
+        cells = np.unique(keys)
+        for cell, cq in zip(cells, _quotas(q, len(cells), g).tolist()):
+            drawn.append(_without_replacement(members[keys == cell], cq, g))
     order = torch.cat(drawn)
     return order[torch.randperm(len(order), generator=g)]
+
+
+def _quotas(total: int, parts: int, g: torch.Generator) -> np.ndarray:
+    """``total`` split into ``parts`` equal shares, the remainder one each to random parts."""
+    quota = np.full(parts, total // parts)
+    quota[torch.randperm(parts, generator=g)[:total % parts].numpy()] += 1
+    return quota
+
+
+def _without_replacement(members: np.ndarray, q: int, g: torch.Generator) -> torch.Tensor:
+    """``q`` of ``members``: fresh shuffles of all of them, concatenated and cut at ``q``."""
+    members = torch.as_tensor(members)
+    cycles = -(-q // len(members))
+    return torch.cat([members[torch.randperm(len(members), generator=g)] for _ in range(cycles)])[:q]
 
 
 def epoch_indices(targets: np.ndarray, seed: int, epoch: int, sampler: str = "weighted",
@@ -43,7 +63,8 @@ def epoch_indices(targets: np.ndarray, seed: int, epoch: int, sampler: str = "we
     ``weighted``: len(targets) draws with replacement, each class equally likely (weights 1/class count);
     ``source_balanced``: the same with weights 1/count(class, source) (``sources`` given, one per target);
     ``balanced``: each class equally often without replacement within a class (``balanced_order``; every image
-    of a balanced set each epoch, where ``weighted`` leaves out about a third); ``none``: a permutation.
+    of a balanced set each epoch, where ``weighted`` leaves out about a third); ``balanced_by_source``: the same,
+    and within a class each source equally often (``sources`` given); ``none``: a permutation.
     Every rank draws the same order (shared seed) and takes every world-th index, after wrapping the order to a
     multiple of ``world`` so ranks run the same number of steps.
     """
@@ -54,6 +75,10 @@ def epoch_indices(targets: np.ndarray, seed: int, epoch: int, sampler: str = "we
         order = torch.multinomial(weights, n, replacement=True, generator=g)
     elif sampler == "balanced":
         order = balanced_order(targets, g)
+    elif sampler == "balanced_by_source":
+        if sources is None:
+            raise ValueError("train.sampler balanced_by_source needs the images' sources")
+        order = balanced_order(targets, g, sources)
     else:
         order = torch.randperm(n, generator=g)
     if world > 1:

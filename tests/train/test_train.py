@@ -244,3 +244,39 @@ def test_a_kill_after_the_temperature_is_written_resumes_to_the_same_calibration
     assert not result.skipped
     assert load_checkpoint(out / "model.pt")[1]["temperature"] == pytest.approx(first, rel=1e-4)
     assert io.read_json(out / "train.json")["calibration"]["temperature"] == pytest.approx(first, rel=1e-4)
+
+
+def test_balanced_by_source_shares_a_class_among_its_sources_without_replacement():
+    targets = np.array([0] * 12 + [1] * 6)
+    sources = np.array(["a"] * 9 + ["b"] * 3 + ["c"] * 6)  # class 0: a large and a small source
+    order = epoch_indices(targets, seed=3, epoch=1, sampler="balanced_by_source", sources=sources).numpy()
+    assert len(order) == 18 and np.bincount(targets[order]).tolist() == [9, 9]
+    a, b = order[sources[order] == "a"], order[sources[order] == "b"]
+    assert len(a) in (4, 5) and len(a) + len(b) == 9 and len(set(a.tolist())) == len(a)  # a subset of a
+    assert set(b.tolist()) == {9, 10, 11}  # every image of the small source, cycled
+    single = np.bincount(order[targets[order] == 1], minlength=18)[12:]  # one source: the balanced sampler's draws
+    assert single.min() == 1 and single.max() == 2
+    with pytest.raises(ValueError, match="sources"):
+        epoch_indices(targets, seed=3, epoch=1, sampler="balanced_by_source")
+
+
+def _balanced_order_before_strata(targets, g):  # the balanced sampler as the published profile results drew it
+    classes = np.unique(targets)
+    quota = np.full(len(classes), len(targets) // len(classes))
+    quota[torch.randperm(len(classes), generator=g)[:len(targets) % len(classes)].numpy()] += 1
+    drawn = []
+    for c, q in zip(classes, quota.tolist()):
+        members = torch.as_tensor(np.flatnonzero(targets == c))
+        cycles = -(-q // len(members))
+        drawn.append(torch.cat([members[torch.randperm(len(members), generator=g)] for _ in range(cycles)])[:q])
+    order = torch.cat(drawn)
+    return order[torch.randperm(len(order), generator=g)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_the_balanced_sampler_draws_what_it_drew_before_strata(seed):
+    from cxrlib.train.sampling import balanced_order
+
+    targets = np.random.default_rng(seed).integers(0, 3, 101)
+    expected = _balanced_order_before_strata(targets, torch.Generator().manual_seed(seed))
+    assert torch.equal(balanced_order(targets, torch.Generator().manual_seed(seed)), expected)
