@@ -116,6 +116,9 @@ class GroupedLinear(nn.Linear):
             return z
         return torch.logsumexp(z.unsqueeze(1).masked_fill(~self.member, float("-inf")), dim=2)
 
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, groups={self.groups}"
+
 
 def _new_head(old: nn.Module, num_classes: int, groups: Optional[Sequence[int]] = None) -> nn.Module:
     if isinstance(old, nn.Linear):
