@@ -51,7 +51,9 @@ def _quotas(total: int, parts: int, g: torch.Generator) -> np.ndarray:
 
 def _without_replacement(members: np.ndarray, q: int, g: torch.Generator) -> torch.Tensor:
     """``q`` of ``members``: fresh shuffles of all of them, concatenated and cut at ``q``."""
-    members = torch.as_tensor(members)
+    members = torch.as_tensor(members, dtype=torch.int64)
+    if q == 0:  # more strata than draws in a class: some strata wait for a later epoch
+        return members[:0]
     cycles = -(-q // len(members))
     return torch.cat([members[torch.randperm(len(members), generator=g)] for _ in range(cycles)])[:q]
 

@@ -258,6 +258,9 @@ def test_balanced_by_source_shares_a_class_among_its_sources_without_replacement
     assert single.min() == 1 and single.max() == 2
     with pytest.raises(ValueError, match="sources"):
         epoch_indices(targets, seed=3, epoch=1, sampler="balanced_by_source")
+    few = epoch_indices(np.array([0, 0, 0, 1]), seed=3, epoch=1, sampler="balanced_by_source",
+                        sources=np.array(["a", "b", "c", "a"]))  # 2 draws for class 0 among 3 sources
+    assert len(few) == 4 and np.bincount(np.array([0, 0, 0, 1])[few.numpy()]).tolist() == [2, 2]
 
 
 def _balanced_order_before_strata(targets, g):  # the balanced sampler as the published profile results drew it
