@@ -104,7 +104,6 @@ class GroupedLinear(nn.Linear):
         if n < 2 or sorted(set(groups)) != list(range(n)):
             raise ValueError(f"head groups must cover 0..G-1 with G >= 2, got {groups}")
         super().__init__(in_features, len(groups))
-        self.groups = groups
         member = torch.zeros((n, len(groups)), dtype=torch.bool)
         member[torch.tensor(groups), torch.arange(len(groups))] = True
         # (G, F): fine output j belongs to group g. Boolean, so a weight average (train.ema_decay) leaves it be
@@ -117,7 +116,7 @@ class GroupedLinear(nn.Linear):
         return torch.logsumexp(z.unsqueeze(1).masked_fill(~self.member, float("-inf")), dim=2)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, groups={self.groups}"
+        return f"{super().extra_repr()}, groups={self.member.to(torch.int64).argmax(0).tolist()}"
 
 
 def _new_head(old: nn.Module, num_classes: int, groups: Optional[Sequence[int]] = None) -> nn.Module:

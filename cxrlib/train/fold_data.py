@@ -65,14 +65,27 @@ def load_fold_data(cfg: StudyConfig, run_dir: str | os.PathLike, task: str, fold
     missing = sorted(set(range(len(classes))) - set(targets[split == "train"]))
     if missing:
         raise CxrError(f"{path}: round {fold} trains on no images of class(es) {[classes[i] for i in missing]}")
+    fine = fine_labels(frame, cfg.tasks[task]) if cfg.train.fine_labels else None
+    if fine is not None:
+        _check_labels_inside_targets(frame, cfg.tasks[task], path)
     images = load_images(frame["path"].tolist(), frame["sha256"].tolist(), resize=cfg.data.resize,
                          cache_dir=cfg.data.cache_dir, **image_options(cfg.data))
-    fine = fine_labels(frame, cfg.tasks[task]) if cfg.train.fine_labels else None
     if fine is None:
         return FoldData(frame, images, targets, split, classes)
     class_of = {lab: i for i, labels in enumerate(cfg.tasks[task].values()) for lab in labels}
     fine_targets = frame["label"].map({lab: j for j, lab in enumerate(fine)}).to_numpy(np.int64)
     return FoldData(frame, images, targets, split, classes, fine_targets, fine, [class_of[lab] for lab in fine])
+
+
+def _check_labels_inside_targets(frame: pd.DataFrame, classes: dict[str, list[str]], path) -> None:
+    """CxrError naming ``path`` and the first row whose label is not one of its target class's labels."""
+    owner = {lab: cls for cls, labels in classes.items() for lab in labels}
+    wrong = np.flatnonzero((frame["label"].map(owner) != frame["target"]).to_numpy())
+    if len(wrong):
+        row = frame.iloc[wrong[0]]
+        raise CxrError(f"{path}: row {wrong[0] + 2} has label {row['label']!r}, which is not one of class "
+                       f"{row['target']!r}'s labels {classes[row['target']]} (train.fine_labels trains on the "
+                       f"labels inside each class; {len(wrong)} such rows)")
 
 
 def fine_labels(frame: pd.DataFrame, classes: dict[str, list[str]]) -> Optional[list[str]]:

@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from cxrlib import io
+from cxrlib.data.splits import read_splits, write_splits
+from cxrlib.errors import CxrError
 from cxrlib.controls.run import masked_data, probe_data
 from cxrlib.models import GroupedLinear, load_checkpoint
 from cxrlib.train import train_fold
@@ -105,3 +107,14 @@ def test_fine_labels_with_a_weight_average_predict_finite_probabilities(tmp_path
     assert np.isfinite(pd.read_csv(out / "history.csv")["val_loss"]).all()  # validated on the average
     probs = pd.read_csv(out / "predictions.csv")[["prob_other", "prob_covid19"]].to_numpy()
     assert np.isfinite(probs).all() and np.allclose(probs.sum(1), 1, atol=1e-5)
+
+
+def test_a_row_whose_label_is_outside_its_class_is_named_with_its_file(tmp_path, smoke_cfg):
+    run = make_run(tmp_path, per_class=5, task="binary")
+    path = run / "binary" / "splits.csv"
+    frame = read_splits(path)
+    frame.loc[3, "label"] = "covid19"  # a hand-edited row: target other, label covid19
+    write_splits(path, frame)
+    with pytest.raises(CxrError, match=r"splits.csv: row 5 has label 'covid19', which is not one of class 'other'"):
+        load_fold_data(smoke_cfg("train.fine_labels=true"), run, "binary", 0)
+    assert load_fold_data(smoke_cfg(), run, "binary", 0).fine_targets is None  # without fine labels it trains
