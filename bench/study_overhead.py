@@ -1,7 +1,8 @@
 """overhead = study wall seconds / the machine time of every training epoch in the study.
 
-Training epochs are those of every fold and of every shortcut control's model (history.csv ``seconds``). An
-epoch that ran on ``threads`` of the ``cores`` (train.json timings; runs with ``--parallel`` share the cores
+Training epochs are those of every fold and of every shortcut control's model (history.csv ``seconds``); a
+derived task's rounds (``derived_tasks``) trained nothing and repeat their source's history: they do not count.
+An epoch that ran on ``threads`` of the ``cores`` (train.json timings; runs with ``--parallel`` share the cores
 between jobs) counts ``seconds * threads / cores``: two folds trained side by side on one core each take twice
 as long per epoch as one fold on both cores, and that is no extra training. For a run with one job at a time
 this is the plain sum of epoch seconds. Also prints each stage's summed job seconds (run.json).
@@ -18,6 +19,7 @@ import pandas as pd
 
 from cxrlib import io
 from cxrlib.layout import FoldLayout, RunLayout, parse_fold_name
+from cxrlib.train.derive import is_derived
 
 
 def _trained_folds(layout: RunLayout, task: str, n_folds: int) -> list[FoldLayout]:
@@ -38,7 +40,7 @@ def training_seconds(run_dir: str) -> tuple[float, float]:
     plain = weighted = 0.0
     for task in record.get("tasks", []):
         for fold in _trained_folds(layout, task, n_folds):
-            if not fold.history.exists():
+            if not fold.history.exists() or is_derived(fold.train_info):  # a derived round's history is its source's
                 continue
             seconds = float(pd.read_csv(fold.history)["seconds"].sum())
             timings = io.read_json(fold.train_info).get("timings", {}) if fold.train_info.exists() else {}

@@ -145,6 +145,10 @@ class StudyConfig:
     name: str = "study"
     #: task -> ordered {class name: [canonical labels]}; labels outside a task are dropped.
     tasks: dict[str, dict[str, list[str]]] = field(default_factory=_default_tasks)
+    #: task -> the task whose images, folds and fold models it reuses instead of training its own (e.g. binary:
+    #: multiclass, "other" predicted as P(normal) + P(viral pneumonia)); each of the source's classes must lie
+    #: inside one class of the task, and the two tasks must cover the same labels (cxrlib.train.derive)
+    derived_tasks: dict[str, str] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -158,6 +162,16 @@ class StudyConfig:
         if task not in self.tasks:
             raise ConfigError(f"tasks: unknown task {task!r} (known: {sorted(self.tasks)})")
         return list(self.tasks[task])
+
+    def source_task(self, task: str) -> Optional[str]:
+        """The task whose fold models ``task`` reuses (``derived_tasks``), or None when it trains its own."""
+        return self.derived_tasks.get(task)
+
+    def class_map(self, task: str) -> list[int]:
+        """For a derived ``task``: the index of the task class holding each class of its source task."""
+        source = self.derived_tasks[task]
+        owner = {lab: i for i, labels in enumerate(self.tasks[task].values()) for lab in labels}
+        return [owner[labels[0]] for labels in self.tasks[source].values()]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -292,6 +306,8 @@ def _check_values(cfg: StudyConfig, where: str) -> None:
                 need(lab in CANONICAL_LABELS, f"tasks.{task}.{cls}", f"has unknown label {lab!r} (known: {list(CANONICAL_LABELS)})")
                 need(lab not in seen, f"tasks.{task}.{cls}", f"repeats label {lab!r} already used by another class")
                 seen.add(lab)
+    for task, source in cfg.derived_tasks.items():
+        _check_derived(cfg, task, source, where)
     d, s, t, e, c = cfg.data, cfg.split, cfg.train, cfg.evaluate, cfg.cam
     need(d.resize >= 16, "data.resize", f"must be >= 16, got {d.resize}")
     need(d.max_per_class is None or d.max_per_class >= 1, "data.max_per_class", "must be >= 1 or null")
@@ -329,3 +345,29 @@ def _check_values(cfg: StudyConfig, where: str) -> None:
     need(k.epochs is None or k.epochs >= 1, "controls.epochs", "must be >= 1 or null")
     need(0 < k.border < 0.5, "controls.border", f"must be in (0, 0.5), got {k.border}")
     need(c.n_examples >= 1 and c.road_samples >= 0 and c.batch_size >= 1, "cam", "counts must be positive")
+
+
+def _check_derived(cfg: StudyConfig, task: str, source: str, where: str) -> None:
+    key = f"derived_tasks.{task}"
+    if task not in cfg.tasks:
+        raise ConfigError(f"{where}: {key}: unknown task {task!r} (known: {sorted(cfg.tasks)})")
+    if source not in cfg.tasks or source == task:
+        raise ConfigError(f"{where}: {key} = {source!r} must name another task (known: {sorted(cfg.tasks)})")
+    if source in cfg.derived_tasks:
+        raise ConfigError(f"{where}: {key} = {source!r} is itself derived (derived_tasks.{source}); name a task "
+                          "that trains its own models")
+    owner = {lab: cls for cls, labels in cfg.tasks[task].items() for lab in labels}
+    mine = {lab for labels in cfg.tasks[source].values() for lab in labels}
+    for cls, labels in cfg.tasks[source].items():
+        outside = [lab for lab in labels if lab not in owner]
+        if outside:
+            raise ConfigError(f"{where}: {key}: label {outside[0]!r} of tasks.{source}.{cls} is in no class of "
+                              f"task {task}, so {task} could not use {source}'s images")
+        split = sorted({owner[lab] for lab in labels})
+        if len(split) > 1:
+            raise ConfigError(f"{where}: {key}: tasks.{source}.{cls} ({labels}) is split across {task}'s classes "
+                              f"{split}; each of {source}'s classes must lie inside one class of {task}")
+    missing = sorted(set(owner) - mine)
+    if missing:
+        raise ConfigError(f"{where}: {key}: label {missing[0]!r} of task {task} is not in task {source}, whose "
+                          f"images and models {task} would reuse (add it there or drop it from {task})")

@@ -47,3 +47,18 @@ def test_overhead_counts_folds_and_controls_by_their_share_of_the_cores(tmp_path
     finally:
         sys.argv = argv
     assert capsys.readouterr().out.strip().splitlines()[-1] == "overhead=2.00"
+
+
+def test_a_derived_tasks_rounds_and_controls_count_no_training(tmp_path):
+    layout = RunLayout(tmp_path)
+    io.write_json(layout.record, {"params": {"split": {"n_folds": 3}}, "tasks": ["multiclass", "binary"]})
+    for k in range(3):
+        _fold(layout.fold("multiclass", k), [10], threads=2)
+        _fold(layout.fold("binary", k), [10], threads=2)  # the same history: derived from multiclass's round
+        io.write_json(layout.fold("binary", k).train_info,
+                      {"derived_from": {"task": "multiclass", "fold": k}, "timings": {"fit_s": 0.0}})
+    _fold(layout.task("binary").control_fold("border_only", 0), [4], threads=2)
+    io.write_json(layout.task("binary").control_fold("border_only", 0).train_info,
+                  {"derived_from": {"task": "multiclass", "fold": 0}, "timings": {"fit_s": 0.0}})
+    _fold(layout.task("binary").control_fold("source_probe_other", 0), [3], threads=2)  # trained by binary
+    assert _bench().training_seconds(str(tmp_path)) == (33.0, 33.0)

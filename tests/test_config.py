@@ -1,6 +1,6 @@
 import pytest
 
-from cxrlib.config import StudyConfig, load_config
+from cxrlib.config import StudyConfig, _default_tasks, config_from_dict, load_config
 from cxrlib.errors import ConfigError
 
 
@@ -43,6 +43,9 @@ def test_int_accepted_where_float_expected(tmp_path):
         ("tasks:\n  t:\n    a: [normal]\n", "tasks.t"),
         ("train:\n  image_size: 300\n", "train.image_size"),
         ("data: 5\n", "data"),
+        ("derived_tasks:\n  nope: multiclass\n", "derived_tasks.nope"),
+        ("derived_tasks:\n  binary: binary\n", "derived_tasks.binary"),
+        ("derived_tasks:\n  binary: multiclass\n  multiclass: binary\n", "derived_tasks.binary"),
     ],
 )
 def test_bad_values_name_the_key_and_file(tmp_path, text, key):
@@ -83,3 +86,21 @@ def test_exponent_floats_empty_sections_and_seeds(tmp_path):
     assert cfg.train.lr == 1e-4 and cfg.train.weight_decay == 5e-5 and cfg.evaluate.bootstrap == 10
     with pytest.raises(ConfigError, match=r"train.seed.*--set train.seed=-1|--set train.seed=-1.*train.seed"):
         load_config(p, ["train.seed=-1"])
+
+
+def test_derived_tasks_need_the_sources_classes_inside_theirs():
+    cfg = load_config(None, ["derived_tasks={binary: multiclass}"])
+    assert cfg.source_task("binary") == "multiclass" and cfg.source_task("multiclass") is None
+    assert cfg.class_map("binary") == [0, 0, 1]  # normal, viral pneumonia -> other; covid19 -> covid19
+    split = {"multiclass": {"normal": ["normal", "covid19"], "viral_pneumonia": ["viral_pneumonia"]},
+             "binary": {"other": ["normal", "viral_pneumonia"], "covid19": ["covid19"]}}
+    with pytest.raises(ConfigError, match=r"tasks.multiclass.normal .* is split across binary's classes"):
+        config_from_dict({"tasks": split, "derived_tasks": {"binary": "multiclass"}})
+    wider = {"multiclass": _default_tasks()["multiclass"],
+             "binary": {"other": ["normal", "viral_pneumonia", "bacterial_pneumonia"], "covid19": ["covid19"]}}
+    with pytest.raises(ConfigError, match="label 'bacterial_pneumonia' of task binary is not in task multiclass"):
+        config_from_dict({"tasks": wider, "derived_tasks": {"binary": "multiclass"}})
+    narrower = {"multiclass": {**_default_tasks()["multiclass"], "bacterial": ["bacterial_pneumonia"]},
+                "binary": _default_tasks()["binary"]}
+    with pytest.raises(ConfigError, match="label 'bacterial_pneumonia' of tasks.multiclass.bacterial is in no class"):
+        config_from_dict({"tasks": narrower, "derived_tasks": {"binary": "multiclass"}})

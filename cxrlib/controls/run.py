@@ -25,6 +25,7 @@ from ..evaluate.external import evaluable_external, predict_external
 from ..evaluate.intervals import wilson
 from ..layout import RunLayout
 from ..train import FoldData, load_fold_data, train_fold
+from ..train.derive import derive_fold
 from .masks import apply_mask, fill_value, has_mask, hidden_region, lung_masks
 
 ROLES = ("train", "val", "test")
@@ -145,11 +146,32 @@ class ControlRunner:
             built = make(self.data(k))
             if isinstance(built, str):
                 return None, f"round {k}: {built}"
-            train_fold(control_config(self.cfg), self.run_dir, self.task, k, progress=self.progress,
-                       data=lambda built=built: built, layout=fold)
+            source = self.source_fold(name, k)
+            if source is not None:
+                if not fold.train_info.is_file():
+                    derive_fold(self.cfg, source, fold, built, None if name.startswith(PROBE_PREFIX) else
+                                self.cfg.class_map(self.task), resolve_device(self.cfg.train.device),
+                                {"task": self.task, "fold": k, "control": name})
+            else:
+                train_fold(control_config(self.cfg), self.run_dir, self.task, k, progress=self.progress,
+                           data=lambda built=built: built, layout=fold)
             preds = read_predictions(fold.predictions)  # no class check: a probe's classes are sources
             frames.append(preds[preds["split"] == "test"])
         return pd.concat(frames, ignore_index=True), None
+
+    def source_fold(self, name: str, k: int):
+        """For a derived task (``derived_tasks``): the source task's finished model of control ``name`` on round
+        ``k``, which this task's control reuses (a source probe of a class both tasks have; a masked control),
+        else None (trained here)."""
+        source = self.cfg.source_task(self.task)
+        if source is None:
+            return None
+        if name.startswith(PROBE_PREFIX):  # reused only for a class of the same labels (the same images)
+            cls = name[len(PROBE_PREFIX):]
+            if self.cfg.tasks[self.task].get(cls) != self.cfg.tasks[source].get(cls):
+                return None
+        fold = RunLayout(self.run_dir).task(source).control_fold(name, k)
+        return fold if fold.train_info.is_file() else None
 
     def masked(self, control: str) -> dict[str, Any]:
         if control == "lungs_masked" and not has_mask(self.data(self.folds[0]).frame).any():
@@ -233,5 +255,8 @@ class ControlRunner:
 
 def probe_name(cls: str) -> str:
     """The control name of the source probe within class ``cls`` (models under ``controls/models/<name>/``)."""
-    return f"source_probe_{cls}"
+    return f"{PROBE_PREFIX}{cls}"
+
+
+PROBE_PREFIX = "source_probe_"
 

@@ -35,12 +35,18 @@ def swept_keys(params: list[dict]) -> list[str]:
     return [k for k in keys if len({repr(f.get(k)) for f in flats}) > 1]
 
 
-def _seconds_per_image(task_layout, n_folds: int) -> float | None:
+def _seconds_per_image(run_layout: RunLayout, task: str, n_folds: int) -> float | None:
+    """Training seconds per image and epoch; a derived task's rounds (``derived_tasks``) cost their source's."""
     seconds, images = 0.0, 0
-    for fold in task_layout.folds(n_folds):
+    for fold in run_layout.task(task).folds(n_folds):
         if not fold.train_info.exists():
             continue
         info = io.read_json(fold.train_info)
+        if "derived_from" in info:
+            source = run_layout.fold(info["derived_from"]["task"], fold.index).train_info
+            if not source.exists():
+                continue
+            info = io.read_json(source)
         seconds += float(info["timings"]["fit_s"]) - float(info["timings"].get("feature_cache_s") or 0)
         images += int(info["epochs_run"]) * int(info["n_images"]["train"])
     return seconds / images if images else None
@@ -85,7 +91,7 @@ def sweep_table(run_dir: str | os.PathLike, with_cost: bool = True) -> pd.DataFr
                    "accuracy": pooled["value"], "low": pooled["low"], "high": pooled["high"],
                    "ci_method": pooled.get("method"), "fold_mean": by_fold["mean"], "fold_sd": by_fold["sd"],
                    "external_accuracy": external.get("value"),
-                   "train_s_per_image": _seconds_per_image(RunLayout(path).task(task), summary["n_folds"]),
+                   "train_s_per_image": _seconds_per_image(RunLayout(path), task, summary["n_folds"]),
                    "data_fingerprint": (rec.get("data_fingerprint") or {}).get("sha256")}
             if with_cost and arch and size:
                 key = (arch, len(rec["params"]["tasks"][task]), int(size))

@@ -101,15 +101,19 @@ def _notes_html(notes: Notes) -> str:
     return '<p class="note">' + "; ".join(f"[{i}] – : {html.escape(r)}" for i, r in enumerate(notes.reasons, 1)) + "</p>"
 
 
-def _headline(summary: dict | None, task: str) -> str:
+def _headline(summary: dict | None, task: str, source: str | None = None) -> str:
+    title = f"<h3>{html.escape(task)}</h3>"
+    if source is not None:  # derived_tasks: say whose models these are before any number
+        title += (f'<p class="derived">No models of its own: each round is <b>{html.escape(source)}</b>\'s model of '
+                  f"that round, its classes summed into {html.escape(task)}'s, on the same images and folds "
+                  f"(<code>derived_tasks.{html.escape(task)}</code>).</p>")
     if summary is None:
-        return f'<h3>{html.escape(task)}</h3><p class="failed">no summary (evaluation did not run or failed)</p>'
+        return title + '<p class="failed">no summary (evaluation did not run or failed)</p>'
     table, notes = headline_table(summary, task)
     failed = external_failures(summary)
     sentence = headline_sentence(summary)
     cls = "sentence failed" if sentence.startswith("External validation failed") else "sentence"
-    body = (f'<h3>{html.escape(task)}</h3><p class="{cls}">{html.escape(sentence)}</p>' + _table(table)
-            + _notes_html(notes))
+    body = title + f'<p class="{cls}">{html.escape(sentence)}</p>' + _table(table) + _notes_html(notes)
     if failed:
         body += ('<p class="failed">External sources that could not be read: '
                  + "; ".join(html.escape(f) for f in failed) + "</p>")
@@ -142,13 +146,14 @@ def render_index(run_dir: str | os.PathLike, exclude: Sequence[str] = ()) -> str
     status = t.job_status(run, exclude)
     tasks = t.run_tasks(root, run)
     summaries = {task: read_summary(root, task) for task in tasks}
+    derived = (run.get("params") or {}).get("derived_tasks") or {}
     n_bad = int(status["status"].isin(["failed", "skipped"]).sum()) if len(status) else 0
     parts = [f"<h1>CXR study — run {html.escape(run.get('run', root.name))}</h1>"]
     if n_bad:
         parts.append(f'<p class="failed">{n_bad} job(s) failed or were skipped; see the job table at the end.</p>')
     parts.append('<section class="headline" id="headline"><h2>Headline: cross-validation, external validation '
                  "and the published study</h2>"
-                 + "".join(_headline(summaries[task], task) for task in tasks) + "</section>")
+                 + "".join(_headline(summaries[task], task, derived.get(task)) for task in tasks) + "</section>")
     parts.append("<h2>Key figures</h2>")
     for task in tasks:
         figs = t.figures(root, task)

@@ -15,7 +15,8 @@ from .checks import check_data_root, check_kernel
 from .cluster import EXECUTORS, ClusterOptions, make_executor, pending, submit
 from .sweep import combinations, parse_sweeps, seed_splits, shares_splits, slug
 from .execute import KERNEL_NAME, JobContext
-from .jobs import STAGES, Job, RunSpec, build_jobs, is_complete, is_stale, missing_outputs, stage_ranges
+from .jobs import (STAGES, Job, RunSpec, build_jobs, is_complete, is_stale, missing_outputs, stage_ranges,
+                   tasks_with_sources)
 from .schedule import DONE, FAILED, SKIPPED, UPTODATE, RunResult, run_jobs
 from .state import RunRecord, as_stored, params_diff
 
@@ -91,7 +92,13 @@ def _main(args: argparse.Namespace, kernel_name: str) -> int:
     cfg = load_config(params_file, overrides)
     check_data_root(cfg.data.root)
 
-    tasks = tuple(dict.fromkeys(args.tasks or cfg.tasks))
+    tasks = tasks_with_sources(cfg, tuple(dict.fromkeys(args.tasks or cfg.tasks)))
+    added = [t for t in tasks if t not in (args.tasks or cfg.tasks)]
+    if added:
+        for source in added:
+            users = [t for t in tasks if cfg.source_task(t) == source]
+            print(f"tasks: also running {source}: {', '.join(users)} {'reuses' if len(users) == 1 else 'reuse'} "
+                  "its models (derived_tasks)", flush=True)
     if args.parallel < 1:
         raise ConfigError(f"--parallel {args.parallel}: needs at least 1 job at a time")
     run_dir = (Path(args.results) / (args.run or cfg.name)).resolve()

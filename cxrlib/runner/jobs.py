@@ -21,6 +21,7 @@ Step = Union[str, Callable[..., Any]]
 STAGES = ("prepare", "train", "evaluate", "controls", "summary")
 
 SPLITS_STEP = "cxrlib.runner.steps:make_splits"
+DERIVED_SPLITS_STEP = "cxrlib.runner.steps:derive_splits"
 FOLD_METRICS_STEP = "cxrlib.runner.steps:write_fold_metrics"
 
 
@@ -79,6 +80,11 @@ def build_jobs(spec: RunSpec) -> list[Job]:
         spec.cfg.task_classes(task)  # raises ConfigError for an unknown task
     if not spec.tasks:
         raise ConfigError("no task selected (params: tasks)")
+    for task in spec.tasks:
+        source = spec.cfg.source_task(task)
+        if source is not None and source not in spec.tasks[:spec.tasks.index(task)]:
+            raise ConfigError(f"task {task} reuses {source}'s models (derived_tasks.{task}): select {source} "
+                              f"before it (tasks_with_sources)")
     run_dir = str(Path(spec.run_dir).resolve())
     rel = RunLayout("")
     common = {"params_file": spec.params_file, "overrides": list(spec.overrides)}
@@ -89,9 +95,13 @@ def build_jobs(spec: RunSpec) -> list[Job]:
     jobs: list[Job] = []
     for task in spec.tasks:
         t = rel.task(task)
+        source = spec.cfg.source_task(task)
         jobs.append(Job(
-            id=f"splits:{task}", kind="splits", stage=0, task=task, steps=(SPLITS_STEP,),
-            after=() if task == spec.tasks[0] else (first,),
+            id=f"splits:{task}", kind="splits", stage=0, task=task,
+            # a derived task's splits are its source's rows and folds, relabelled
+            steps=(SPLITS_STEP,) if source is None else (DERIVED_SPLITS_STEP,),
+            depends=() if source is None else (f"splits:{source}",),
+            after=() if task == spec.tasks[0] or source is not None else (first,),
             outputs=_posix(t.splits, t.quality), stamp_outputs=_posix(t.splits),
         ))
     jobs.append(Job(
@@ -102,9 +112,10 @@ def build_jobs(spec: RunSpec) -> list[Job]:
     for task in spec.tasks:
         for k in spec.folds:
             f = rel.fold(task, k)
+            source = spec.cfg.source_task(task)
             jobs.append(Job(
                 id=train_job_id(task, k), kind="train", stage=1, task=task, fold=k,
-                depends=(f"splits:{task}",), notebook=NB_TRAIN, rendered=f.notebook.as_posix(),
+                depends=(f"splits:{task}",) + (() if source is None else (train_job_id(source, k),)), notebook=NB_TRAIN, rendered=f.notebook.as_posix(),
                 parameters={"run_dir": run_dir, "task": task, "fold": k, **common},
                 steps=(FOLD_METRICS_STEP,),
                 # train.json is written last by training, metrics.json by the step after the notebook
@@ -133,7 +144,9 @@ def build_jobs(spec: RunSpec) -> list[Job]:
             # the control models train on the same rounds (controls.folds) and compare with those study folds
             jobs.append(Job(
                 id=f"controls:{task}", kind="controls", stage=STAGES.index("controls"), task=task,
-                depends=(f"splits:{task}",) + tuple(train_job_id(task, k) for k in spec.cfg.controls.folds),
+                depends=(f"splits:{task}",) + tuple(train_job_id(task, k) for k in spec.cfg.controls.folds)
+                # a derived task's masked controls are its source's control models, regrouped
+                + (() if spec.cfg.source_task(task) is None else (f"controls:{spec.cfg.source_task(task)}",)),
                 notebook=NB_CONTROLS, rendered=t.controls_notebook.as_posix(),
                 parameters={"run_dir": run_dir, "task": task, **common},
                 outputs=_posix(t.controls, t.controls_notebook), stamp_outputs=_posix(t.controls),
@@ -149,6 +162,18 @@ def build_jobs(spec: RunSpec) -> list[Job]:
     ))
     check_table(jobs)
     return jobs
+
+
+def tasks_with_sources(cfg: StudyConfig, tasks: Sequence[str]) -> tuple[str, ...]:
+    """``tasks`` with the source of every derived task (``derived_tasks``) added, each source before its tasks."""
+    out: list[str] = []
+    for task in tasks:
+        source = cfg.source_task(task)
+        if source is not None and source not in out:
+            out.append(source)
+        if task not in out:
+            out.append(task)
+    return tuple(out)
 
 
 def train_job_id(task: str, fold: int) -> str:

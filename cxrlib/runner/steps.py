@@ -5,7 +5,7 @@ Imported by the runner before it forks workers, so the heavy imports here are pa
 from __future__ import annotations
 
 from .. import io
-from ..data.splits import build_splits, write_splits
+from ..data.splits import build_splits, read_splits, relabel_splits, write_splits
 from ..errors import ArtifactError
 from ..evaluate import read_predictions
 from ..evaluate.summary import write_fold_metrics as write_metrics
@@ -21,6 +21,17 @@ def make_splits(job: Job, ctx) -> None:
     # quality first: the splits are what training reads, so they appear last
     io.write_csv(task.quality, result.quality)
     write_splits(task.splits, result.splits)
+
+
+def derive_splits(job: Job, ctx) -> None:
+    """A derived task's splits: its source task's rows and folds, each target mapped to the class holding it."""
+    cfg = ctx.config()
+    layout = RunLayout(ctx.run_dir)
+    source = layout.task(cfg.source_task(job.task))
+    task = layout.task(job.task)
+    splits = relabel_splits(read_splits(source.splits), cfg, job.task)
+    io.write_bytes(task.quality, source.quality.read_bytes())
+    write_splits(task.splits, splits)
 
 
 def write_fold_metrics(job: Job, ctx) -> None:

@@ -18,7 +18,7 @@ A frozen backbone trains its head on backbone features computed once (``features
 
 from .checkpoint import HISTORY_COLUMNS, Checkpointer
 from .distributed import Dist
-from .fold import FoldResult, live_jupyter, predictions_frame, train_fold, versions
+from .fold import FoldResult, live_jupyter, predictions_frame, round_sentence, train_fold, versions
 from .fold_data import FoldData, load_fold_data
 from .loop import FitResult, fit
 from .optim import make_optimizer, make_scheduler
@@ -28,5 +28,5 @@ from .seeding import derive_seed, generator
 __all__ = [
     "HISTORY_COLUMNS", "Checkpointer", "Dist", "FitResult", "FoldData", "FoldResult", "derive_seed", "epoch_indices",
     "fit", "generator", "live_jupyter", "load_fold_data", "make_optimizer", "make_scheduler", "predictions_frame",
-    "split_batches", "train_fold", "versions",
+    "round_sentence", "split_batches", "train_fold", "versions",
 ]

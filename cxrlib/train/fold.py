@@ -31,6 +31,7 @@ from ..inference import predict_logits, probs_from_logits
 from ..layout import FoldLayout, RunLayout
 from ..models import build_model, set_checkpoint_meta, unwrap
 from .checkpoint import HISTORY_COLUMNS, Checkpointer
+from .derive import derive_fold
 from .distributed import Dist
 from .fold_data import FoldData, load_fold_data
 from .loop import fit
@@ -96,6 +97,16 @@ def _train_fold(cfg, run_dir, task, fold, force, progress, callback, d: Dist, de
         for path in (layout.train_info, layout.last_checkpoint, *layout.artifacts):
             path.unlink(missing_ok=True)
     d.barrier()
+    source = cfg.source_task(task)
+    if source is not None and load_data is None:  # a derived task's round: the source round's model, regrouped
+        if d.is_main:
+            echo(f"{task} fold {fold}: derived from {source} fold {fold} (derived_tasks.{task}); no training")
+            derive_fold(cfg, RunLayout(run_dir).fold(source, fold), layout, load_fold_data(cfg, run_dir, task, fold),
+                        cfg.class_map(task), device, {"task": task, "fold": fold})
+        d.barrier()
+        res = _finished(layout)
+        res.skipped = False
+        return res
     t0 = time.perf_counter()
     data = load_data() if load_data is not None else load_fold_data(cfg, run_dir, task, fold)
     load_s = time.perf_counter() - t0
@@ -148,6 +159,20 @@ def _train_fold(cfg, run_dir, task, fold, force, progress, callback, d: Dist, de
     res = _finished(layout)
     res.skipped = False
     return res
+
+
+def round_sentence(result: FoldResult) -> str:
+    """One Markdown sentence on what a round did: trained, already trained, or derived from another task's."""
+    info = result.info
+    derived = info.get("derived_from")
+    if derived:
+        return (f"Derived from `{derived['task']}` round {derived['fold']} (`derived_tasks`): that round's network "
+                f"with its classes summed into `{info['task']}`'s ({', '.join(info['classes'])}), temperature refitted, nothing "
+                f"trained here; saved to `{result.fold_dir}`. The curves below are that round's training: "
+                f"{info['epochs_run']} epochs, best epoch {result.best_epoch}.")
+    return (f"{'Already trained: loaded from' if result.skipped else 'Trained and saved to'} `{result.fold_dir}` — "
+            f"{info['epochs_run']} epochs on {info['device']}, best epoch {result.best_epoch}"
+            f"{' (stopped early)' if info['stopped_early'] else ''}, {info['timings']['total_s']:.0f} s.")
 
 
 def _fine(data: FoldData) -> dict:

@@ -58,7 +58,7 @@ def run_dir(tmp_path):
 def test_headline_table_and_sentence(run_dir):
     summary = report.read_summary(run_dir, "binary")
     table, notes = report.headline_table(summary, "binary")
-    assert list(table.index) == ["accuracy", "macro F1", "macro AUC", "COVID-19 sensitivity", "COVID-19 specificity"]
+    assert list(table.index) == ["accuracy", "balanced accuracy", "macro F1", "macro AUC", "COVID-19 sensitivity", "COVID-19 specificity"]
     assert "external: hannover" in table.columns and "published (ResNet50)" in table.columns
     assert table.loc["accuracy", "external, ensemble (95% CI)"] == "0.620 (0.570–0.670)"
     assert table.loc["macro AUC", "external, ensemble (95% CI)"].startswith("– [")
@@ -84,6 +84,16 @@ def test_page_order_and_content(run_dir):
     assert "data fingerprint" in page and "no splits files yet" not in page
     audit = page.split("Source audit")[1].split("Details")[0]
     assert "covid19" in audit and "total" in audit
+
+
+def test_a_derived_task_says_whose_models_it_reports_before_its_numbers(run_dir):
+    record = io.read_json(RunLayout(run_dir).record)
+    assert "No models of its own" not in report.render_index(run_dir)
+    io.write_json(RunLayout(run_dir).record, {**record, "params": {"derived_tasks": {"binary": "multiclass"}}})
+    headline = report.render_index(run_dir).split('id="headline"')[1].split("Key figures")[0]
+    binary = headline.split("<h3>binary</h3>")[1]
+    assert binary.index("No models of its own: each round is <b>multiclass</b>") < binary.index("<table")
+    assert "No models of its own" not in headline.split("<h3>binary</h3>")[0]
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")

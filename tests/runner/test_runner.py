@@ -16,9 +16,11 @@ import pytest
 from cxrlib import io
 from cxrlib.allocator import RETAIN_ENV
 from cxrlib.config import load_config
+from cxrlib.errors import ConfigError
 from cxrlib.runner import cli, steps
 from cxrlib.runner.execute import JobContext, job_env, thread_share
-from cxrlib.runner.jobs import Job, RunSpec, build_jobs, check_table, is_stale, stage_ranges
+from cxrlib.runner.jobs import (DERIVED_SPLITS_STEP, SPLITS_STEP, Job, RunSpec, build_jobs, check_table, is_stale,
+                                stage_ranges, tasks_with_sources)
 from cxrlib.runner.schedule import (DONE, FAILED, SKIPPED, START_ORDER, UPTODATE, RunResult, run_jobs,
                                     start_priority)
 from cxrlib.runner import state
@@ -135,6 +137,21 @@ def test_controls_stage_follows_its_training_rounds_and_is_skipped_when_complete
     off = RunSpec(cfg=load_config(None, ["split.n_folds=3", "controls.enabled=false"]), run_dir=s.run_dir,
                   params_file=None, overrides=(), tasks=s.tasks)
     assert not [j for j in build_jobs(off) if j.kind == "controls"]
+
+
+def test_a_derived_task_waits_for_its_sources_splits_rounds_and_controls(tmp_path):
+    cfg = load_config(None, ["split.n_folds=3", f"data.root={tmp_path}", "derived_tasks={binary: multiclass}"])
+    assert tasks_with_sources(cfg, ("binary",)) == ("multiclass", "binary")
+    assert tasks_with_sources(cfg, ("binary", "multiclass")) == ("multiclass", "binary")
+    s = RunSpec(cfg=cfg, run_dir=tmp_path / "r", params_file=None, overrides=(), tasks=("multiclass", "binary"))
+    jobs = {j.id: j for j in build_jobs(s)}
+    assert jobs["splits:binary"].steps == (DERIVED_SPLITS_STEP,) and jobs["splits:binary"].depends == ("splits:multiclass",)
+    assert jobs["splits:multiclass"].steps == (SPLITS_STEP,)
+    assert jobs["train:binary/fold1"].depends == ("splits:binary", "train:multiclass/fold1")
+    assert jobs["train:multiclass/fold1"].depends == ("splits:multiclass",)
+    assert jobs["controls:binary"].depends[-1] == "controls:multiclass"
+    with pytest.raises(ConfigError, match="task binary reuses multiclass's models"):
+        build_jobs(RunSpec(cfg=cfg, run_dir=tmp_path / "r", params_file=None, overrides=(), tasks=("binary",)))
 
 
 def test_job_table_rejects_unknown_task_and_bad_order(tmp_path):

@@ -100,6 +100,17 @@ def test_sweep_table_reads_a_sub_run_that_trained_fold_0_only(tmp_path):
     assert row["folds"] == 1 and row["accuracy"] == 0.75 and row["ci_method"] == "wilson" and row["low"] < 0.75
 
 
+def test_a_derived_tasks_training_cost_is_its_sources(tmp_path):
+    _fake_sub_run(tmp_path, "resnet18", 0.81, 2.0)
+    layout = RunLayout(tmp_path / "sweep" / "model.arch-resnet18")
+    for fold in layout.task("binary").folds(3):  # binary now derived from multiclass, which trained 3 s a fold
+        io.write_json(layout.fold("multiclass", fold.index).train_info,
+                      {"timings": {"fit_s": 3.0}, "epochs_run": 2, "n_images": {"train": 10}})
+        io.write_json(fold.train_info, {"derived_from": {"task": "multiclass", "fold": fold.index},
+                                        "timings": {"fit_s": 0.0}, "epochs_run": 2, "n_images": {"train": 10}})
+    assert sweep_table(tmp_path, with_cost=False)["train_s_per_image"].tolist() == pytest.approx([0.15])
+
+
 @pytest.mark.slow
 def test_compare_notebook_shows_the_table_and_a_picture(tmp_path):
     import papermill
