@@ -358,21 +358,6 @@ def build_splits(cfg, task: str, data_root: str | os.PathLike | None = None, pro
     return SplitsResult(splits=splits, quality=quality, dropped=dropped, audit=report, data_root=root)
 
 
-def relabel_splits(splits: pd.DataFrame, cfg, task: str) -> pd.DataFrame:
-    """A derived task's splits (``derived_tasks``): the source task's ``splits`` with each target replaced by the
-    ``task`` class holding it; rows and folds unchanged. DataError for a target the source task does not have."""
-    source = cfg.source_task(task)
-    names = cfg.task_classes(task)
-    to_class = {cls: names[i] for cls, i in zip(cfg.task_classes(source), cfg.class_map(task))}
-    unknown = sorted(set(splits["target"]) - set(to_class))
-    if unknown:
-        raise DataError(f"splits of task {source}: targets {unknown} are not classes of {source} "
-                        f"({sorted(to_class)}); remake its splits")
-    out = splits.copy()
-    out["target"] = out["target"].map(to_class)
-    return out
-
-
 def write_splits(path: str | os.PathLike, splits: pd.DataFrame) -> Path:
     """Write a splits table atomically as CSV (columns in contract order)."""
     missing = [c for c in SPLIT_COLUMNS if c not in splits.columns]

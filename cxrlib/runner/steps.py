@@ -5,7 +5,8 @@ Imported by the runner before it forks workers, so the heavy imports here are pa
 from __future__ import annotations
 
 from .. import io
-from ..data.splits import build_splits, read_splits, relabel_splits, write_splits
+from ..data.relabel import relabel_splits
+from ..data.splits import build_splits, read_splits, write_splits
 from ..errors import ArtifactError
 from ..evaluate import read_predictions
 from ..evaluate.summary import write_fold_metrics as write_metrics

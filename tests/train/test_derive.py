@@ -9,7 +9,8 @@ import torch
 
 from cxrlib import io
 from cxrlib.controls.run import ControlRunner
-from cxrlib.data.splits import read_splits, relabel_splits, write_splits
+from cxrlib.data.relabel import relabel_splits
+from cxrlib.data.splits import read_splits, write_splits
 from cxrlib.errors import ArtifactError, DataError
 from cxrlib.layout import RunLayout
 from cxrlib.models import GroupedLinear, load_checkpoint
