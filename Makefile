@@ -9,6 +9,7 @@ JOBS   ?= 2
 RUN    ?= results/cpu
 TASK   ?= multiclass
 APP_PORT ?= 8866
+TEST_WORKERS ?= 2  # pytest-xdist processes (each test file stays in one, so module fixtures run once)
 STAMP  := $(VENV)/.installed
 
 .PHONY: setup test run app bench clean-venv
@@ -23,7 +24,7 @@ $(STAMP): requirements.txt pyproject.toml
 setup: $(STAMP)
 
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 run: setup
 	$(PY) run_all.py --params $(PARAMS) --data $(DATA) --parallel $(JOBS) $(ARGS)
