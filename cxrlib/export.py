@@ -118,6 +118,21 @@ def results(summary: dict | None) -> dict[str, Any]:
             "external": summary.get("external")}
 
 
+def head_card(run_dir: str | os.PathLike, task: str, folds: list[int]) -> dict[str, Any]:
+    """Card entries for fold models whose classes group finer outputs (``train.fine_labels``) or that are another
+    task's models (``derived_tasks``), from each fold's ``train.json``; empty for plain heads."""
+    infos = {k: io.read_json(p) for k in folds if (p := RunLayout(run_dir).fold(task, k).train_info).is_file()}
+    out: dict[str, Any] = {}
+    fine = {str(k): i["fine_classes"] for k, i in infos.items() if i.get("fine_classes")}
+    if fine:
+        out["fine_classes"] = {"by_fold": fine, "note": "the network has one output per label; each class's "
+                               "probability is the sum of its labels' (inside the model)"}
+    derived = {str(k): i["derived_from"] for k, i in infos.items() if i.get("derived_from")}
+    if derived:
+        out["derived_from"] = {str(k): f"{d['task']} fold {d['fold']}" for k, d in derived.items()}
+    return out
+
+
 def model_card(run_dir: str | os.PathLike, task: str, ens: FoldEnsemble, fmt: str, model_file: Path) -> dict[str, Any]:
     """The model card's content (see the module docstring and README: Portable model)."""
     splits_path = RunLayout(run_dir).task(task).splits
@@ -147,6 +162,7 @@ def model_card(run_dir: str | os.PathLike, task: str, ens: FoldEnsemble, fmt: st
                                  "cxrlib.data.images.preprocess): crop_border cuts that fraction from each side "
                                  "and resizes back; equalize is the study's contrast-limited equalisation"},
         },
+        **head_card(run_dir, task, ens.folds),
         "training_data": training_data(read_splits(splits_path)),
         **results(read_summary(run_dir, task)),
         "intended_use": INTENDED_USE,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cxrlib.__main__ import main
-from cxrlib.export import export_ensemble
+from cxrlib.export import export_ensemble, head_card
 from cxrlib.io import read_json
 from cxrlib.layout import RunLayout
 from cxrlib.predict.ensemble import load_ensemble
@@ -93,3 +93,16 @@ def test_models_with_a_grouped_head_export_to_the_same_probabilities(tmp_path):
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     got = session.run(None, {"image": (x.numpy() / 255.0).astype(np.float32)})[0]
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_the_card_names_grouped_outputs_and_the_models_a_derived_task_reuses(tmp_path):
+    from cxrlib import io
+
+    layout = RunLayout(tmp_path)
+    io.write_json(layout.fold("binary", 0).train_info, {"fine_classes": ["normal", "viral_pneumonia", "covid19"],
+                                                       "derived_from": {"task": "multiclass", "fold": 0}})
+    io.write_json(layout.fold("multiclass", 0).train_info, {"classes": ["normal", "viral_pneumonia", "covid19"]})
+    card = head_card(tmp_path, "binary", [0])
+    assert card["fine_classes"]["by_fold"] == {"0": ["normal", "viral_pneumonia", "covid19"]}
+    assert card["derived_from"] == {"0": "multiclass fold 0"}
+    assert head_card(tmp_path, "multiclass", [0]) == {}  # a plain head says nothing more
