@@ -112,10 +112,11 @@ def build_jobs(spec: RunSpec) -> list[Job]:
     for task in spec.tasks:
         for k in spec.folds:
             f = rel.fold(task, k)
-            source = spec.cfg.source_task(task)
+            source = spec.cfg.source_task(task)  # a derived task's round needs its source's round
             jobs.append(Job(
                 id=train_job_id(task, k), kind="train", stage=1, task=task, fold=k,
-                depends=(f"splits:{task}",) + (() if source is None else (train_job_id(source, k),)), notebook=NB_TRAIN, rendered=f.notebook.as_posix(),
+                depends=(f"splits:{task}",) + (() if source is None else (train_job_id(source, k),)),
+                notebook=NB_TRAIN, rendered=f.notebook.as_posix(),
                 parameters={"run_dir": run_dir, "task": task, "fold": k, **common},
                 steps=(FOLD_METRICS_STEP,),
                 # train.json is written last by training, metrics.json by the step after the notebook

@@ -167,9 +167,9 @@ def round_sentence(result: FoldResult) -> str:
     derived = info.get("derived_from")
     if derived:
         return (f"Derived from `{derived['task']}` round {derived['fold']} (`derived_tasks`): that round's network "
-                f"with its classes summed into `{info['task']}`'s ({', '.join(info['classes'])}), temperature refitted, nothing "
-                f"trained here; saved to `{result.fold_dir}`. The curves below are that round's training: "
-                f"{info['epochs_run']} epochs, best epoch {result.best_epoch}.")
+                f"with its classes summed into `{info['task']}`'s ({', '.join(info['classes'])}), temperature "
+                f"refitted, nothing trained here; saved to `{result.fold_dir}`. The curves below are that round's "
+                f"training: {info['epochs_run']} epochs, best epoch {result.best_epoch}.")
     return (f"{'Already trained: loaded from' if result.skipped else 'Trained and saved to'} `{result.fold_dir}` — "
             f"{info['epochs_run']} epochs on {info['device']}, best epoch {result.best_epoch}"
             f"{' (stopped early)' if info['stopped_early'] else ''}, {info['timings']['total_s']:.0f} s.")

@@ -25,7 +25,8 @@ DERIVED = "derived_tasks={binary: multiclass}"
 def test_grouped_head_composes_the_source_groups():
     plain = {"classes": ["normal", "viral_pneumonia", "covid19"]}
     assert grouped_head(plain, ["other", "covid19"], [0, 0, 1]) == {
-        "classes": ["other", "covid19"], "head_groups": [0, 0, 1], "fine_classes": ["normal", "viral_pneumonia", "covid19"]}
+        "classes": ["other", "covid19"], "head_groups": [0, 0, 1],
+        "fine_classes": ["normal", "viral_pneumonia", "covid19"]}
     # a source that was itself trained on finer labels: fine output -> source class -> derived class
     fine = {"classes": ["a", "b", "c"], "head_groups": [0, 0, 1, 2], "fine_classes": ["w", "x", "y", "z"]}
     assert grouped_head(fine, ["ab", "c"], [0, 0, 1]) == {
@@ -70,7 +71,8 @@ def _derived_run(tmp_path, smoke_cfg, *overrides):
     run = make_run(tmp_path, per_class=8)
     cfg = smoke_cfg(DERIVED, "train.epochs=2", *overrides)
     layout = RunLayout(run)
-    write_splits(layout.task("binary").splits, relabel_splits(read_splits(layout.task("multiclass").splits), cfg, "binary"))
+    source = read_splits(layout.task("multiclass").splits)
+    write_splits(layout.task("binary").splits, relabel_splits(source, cfg, "binary"))
     return run, cfg, layout
 
 
@@ -125,7 +127,8 @@ def test_a_derived_tasks_controls_reuse_the_source_control_models(tmp_path, smok
     run = make_run(tmp_path, per_class=10, source=source)
     cfg = smoke_cfg(DERIVED, "train.epochs=1", "controls.folds=[0]")
     layout = RunLayout(run)
-    write_splits(layout.task("binary").splits, relabel_splits(read_splits(layout.task("multiclass").splits), cfg, "binary"))
+    source = read_splits(layout.task("multiclass").splits)
+    write_splits(layout.task("binary").splits, relabel_splits(source, cfg, "binary"))
     train_fold(cfg, run, "multiclass", 0, progress=False)
     train_fold(cfg, run, "binary", 0, progress=False)
     mc = ControlRunner(cfg, run, "multiclass").run()
