@@ -26,7 +26,7 @@ def run_controls(cfg: StudyConfig, run_dir: str | os.PathLike, task: str, progre
     entries = ControlRunner(cfg, run_dir, task, progress).run()
     splits = read_splits(RunLayout(run_dir).task(task).splits)
     params = {"folds": list(cfg.controls.folds), "epochs": cfg.controls.epochs or cfg.train.epochs,
-              "border": cfg.controls.border, "fill": cfg.controls.fill}
+              "border": cfg.controls.border, "fill": cfg.controls.fill, "derived_from": cfg.source_task(task)}
     report = build_report(entries, splits, params)
     write_controls(run_dir, task, report)
     return report

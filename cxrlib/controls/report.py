@@ -103,11 +103,14 @@ def control_sentences(report: dict[str, Any]) -> dict[str, str]:
     """A sentence per control saying what its result means for this run."""
     out = {}
     full = (report.get("full") or {}).get("accuracy") or {}
+    source = (report.get("params") or {}).get("derived_from")  # derived_tasks: the masked models are its source's
     for name in CONTROLS:
         e = report.get(name)
         if e is None:
             continue
         head = f"{MEANING[name]}: "
+        if source and name in ("border_only", "centre_only", "lungs_masked"):
+            head = f"{MEANING[name]} ({source}'s control models, their classes summed): "
         if e.get("skipped"):
             out[name] = head + f"not run ({e['skipped']})."
             continue

@@ -100,6 +100,10 @@ def test_border_only_learns_a_corner_label_and_centre_only_does_not(tmp_path, co
     assert list(table.index) == list(CONTROLS) and "skipped" in table.loc["lungs_masked", "accuracy (95 % CI)"]
     sentences = control_sentences(saved)
     assert "shortcut" in sentences["border_only"] and "not run" in sentences["lungs_masked"]
+    assert saved["params"]["derived_from"] is None and "control models" not in sentences["border_only"]
+    derived = control_sentences({**saved, "params": {**saved["params"], "derived_from": "multiclass"}})
+    assert derived["border_only"].startswith(sentences["border_only"].split(":")[0] + " (multiclass's control models")
+    assert "control models" not in derived["full"]
     # a second call reuses the trained control rounds
     model = RunLayout(run).task("multiclass").control_fold("border_only", 0).model
     before = model.stat().st_mtime_ns
