@@ -65,7 +65,7 @@ def derive_fold(cfg, source: FoldLayout, layout: FoldLayout, data: FoldData, cla
     head = grouped_head(obj, data.classes, class_map)
     kept = {k: v for k, v in obj.items() if k not in ("head_groups", "fine_classes", "temperature")}
     layout.dir.mkdir(parents=True, exist_ok=True)
-    for path in layout.artifacts:
+    for path in reversed(layout.artifacts):
         path.unlink(missing_ok=True)  # a half-written earlier attempt; train.json (the finished mark) first
     derived_from = {"task": src_info.get("task"), "fold": src_info.get("fold"), "dir": str(source.dir)}
     with io.atomic_path(layout.model) as tmp:
