@@ -15,7 +15,7 @@ from ..evaluate.tables import lookup as _get  # dotted-key lookup, shared with t
 #: (row label, key into across_folds / pooled / external metrics, key into the published numbers)
 HEADLINE_METRICS = (
     ("accuracy", "accuracy", "overall.accuracy"),
-    ("balanced accuracy", "macro.recall", None),  # mean recall over classes: what accuracy is when they are equal
+    ("balanced accuracy", "macro.recall", None),  # mean recall over classes: accuracy with every class weighted alike
     ("macro F1", "macro.f1", None),
     ("macro AUC", "macro.auc", None),
     ("COVID-19 sensitivity", "covid19.sensitivity", "covid19.recall"),  # the study's COVID-19 recall
