@@ -293,10 +293,14 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         raise ArtifactError(f"{path}: unreadable checkpoint ({exc})") from exc
     if not isinstance(obj, dict) or "state_dict" not in obj or "arch" not in obj or "classes" not in obj:
         raise ArtifactError(f"{path}: not a cxrlib checkpoint (needs state_dict, arch, classes)")
-    meta = {k: v for k, v in obj.items() if k != "state_dict"}
-    model = build_model(meta["arch"], len(meta["classes"]), weights="none", head_groups=meta.get("head_groups"))
+    return model_from_checkpoint(obj, device), {k: v for k, v in obj.items() if k != "state_dict"}
+
+
+def model_from_checkpoint(obj: dict[str, Any], device: str | torch.device = "cpu") -> nn.Module:
+    """The model in eval mode on ``device`` from a checkpoint's contents (state_dict, arch, classes, head_groups)."""
+    model = build_model(obj["arch"], len(obj["classes"]), weights="none", head_groups=obj.get("head_groups"))
     model.load_state_dict(obj["state_dict"])
-    return model.to(device).eval(), meta
+    return model.to(device).eval()
 
 
 def model_cost(arch: str, num_classes: int, image_size: int) -> dict[str, float]:

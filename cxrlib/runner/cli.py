@@ -94,11 +94,10 @@ def _main(args: argparse.Namespace, kernel_name: str) -> int:
 
     tasks = tasks_with_sources(cfg, tuple(dict.fromkeys(args.tasks or cfg.tasks)))
     added = [t for t in tasks if t not in (args.tasks or cfg.tasks)]
-    if added:
-        for source in added:
-            users = [t for t in tasks if cfg.source_task(t) == source]
-            print(f"tasks: also running {source}: {', '.join(users)} {'reuses' if len(users) == 1 else 'reuse'} "
-                  "its models (derived_tasks)", flush=True)
+    for source in added:
+        users = [t for t in tasks if cfg.source_task(t) == source]
+        print(f"tasks: also running {source}: {', '.join(users)} {'reuses' if len(users) == 1 else 'reuse'} "
+              "its models (derived_tasks)", flush=True)
     if args.parallel < 1:
         raise ConfigError(f"--parallel {args.parallel}: needs at least 1 job at a time")
     run_dir = (Path(args.results) / (args.run or cfg.name)).resolve()

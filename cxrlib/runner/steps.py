@@ -30,7 +30,10 @@ def derive_splits(job: Job, ctx) -> None:
     layout = RunLayout(ctx.run_dir)
     source = layout.task(cfg.source_task(job.task))
     task = layout.task(job.task)
-    splits = relabel_splits(read_splits(source.splits), cfg, job.task)
+    splits = relabel_splits(read_splits(source.splits), cfg, job.task, where=str(source.splits))
+    if not source.quality.is_file():
+        raise ArtifactError(f"{source.quality}: missing beside {source.splits.name}; remake task "
+                            f"{cfg.source_task(job.task)}'s splits (its splits job writes both)")
     io.write_bytes(task.quality, source.quality.read_bytes())
     write_splits(task.splits, splits)
 

@@ -20,7 +20,7 @@ import torch
 from .. import io
 from ..errors import ArtifactError
 from ..layout import FoldLayout
-from ..models import load_checkpoint
+from ..models import model_from_checkpoint
 from .fold_data import FoldData
 
 #: train.json entries copied from the source round (what its history and model.pt come from)
@@ -68,15 +68,14 @@ def derive_fold(cfg, source: FoldLayout, layout: FoldLayout, data: FoldData, cla
     for path in reversed(layout.artifacts):
         path.unlink(missing_ok=True)  # a half-written earlier attempt; train.json (the finished mark) first
     derived_from = {"task": src_info.get("task"), "fold": src_info.get("fold"), "dir": str(source.dir)}
-    with io.atomic_path(layout.model) as tmp:
-        torch.save({**kept, **head, **about, "derived_from": derived_from}, tmp)
-    model, _ = load_checkpoint(layout.model, device)
+    checkpoint = {**kept, **head, **about, "derived_from": derived_from}
+    model = model_from_checkpoint(checkpoint, device)
     logits = held_out_logits(model, data, cfg.train.image_size, device, cfg.evaluate.tta_flip)
     calibration = calibrate(logits, data, cfg.evaluate.calibration)
-    if calibration["temperature"] != 1.0:
-        with io.atomic_path(layout.model) as tmp:
-            torch.save({**kept, **head, **about, "derived_from": derived_from,
-                        "temperature": calibration["temperature"]}, tmp)
+    if calibration["temperature"] != 1.0:  # as a trained round: model.pt keeps T only when it is not 1
+        checkpoint["temperature"] = calibration["temperature"]
+    with io.atomic_path(layout.model) as tmp:
+        torch.save(checkpoint, tmp)
     preds = predictions_frame(logits, data, calibration["temperature"])
     with io.atomic_path(layout.history) as tmp:
         shutil.copyfile(source.history, tmp)

@@ -50,6 +50,8 @@ def test_relabel_splits_keeps_rows_and_folds(tmp_path, smoke_cfg):
     assert out["target"].tolist() == ["other" if t != "covid19" else "covid19" for t in source["target"]]
     with pytest.raises(DataError, match="targets \\['lung'\\] are not classes of multiclass"):
         relabel_splits(source.assign(target="lung"), cfg, "binary")
+    with pytest.raises(DataError, match="^/x/splits.csv: targets"):
+        relabel_splits(source.assign(target="lung"), cfg, "binary", where="/x/splits.csv")
 
 
 def test_the_derived_splits_step_relabels_the_sources_and_copies_its_quality(tmp_path):
@@ -65,6 +67,9 @@ def test_the_derived_splits_step_relabels_the_sources_and_copies_its_quality(tmp
     out = read_splits(layout.task("binary").splits)
     assert len(out) == 12 and sorted(set(out["target"])) == ["covid19", "other"]
     assert layout.task("binary").quality.read_text() == "path,reason\nx.png,unreadable\n"
+    layout.task("multiclass").quality.unlink()
+    with pytest.raises(ArtifactError, match="multiclass/quality.csv: missing beside splits.csv"):
+        steps.derive_splits(Job(id="splits:binary", kind="splits", stage=0, outputs=(), task="binary"), ctx)
 
 
 def _derived_run(tmp_path, smoke_cfg, *overrides):
